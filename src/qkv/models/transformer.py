@@ -1,0 +1,238 @@
+"""The encoder-decoder Transformer, §3 (Figure 1).
+
+Legend: B batch, S source length, T target length, D d_model, H heads, V vocabulary size, L layers.
+
+    memory = Encoder(PE(Embed(src)))                       N × [self-attention, FFN]        (§3.1)
+    logits = Linear(Decoder(PE(Embed(tgt)), memory))       N × [masked self-attn, cross-attn, FFN]
+    p(y_t | y_<t, x) = softmax(logits_t)                    (§3.4; applied by the loss and by decoding)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from qkv.config import TransformerConfig
+from qkv.nn.embedding import TokenEmbedding
+from qkv.nn.layers import DecoderLayer, EncoderLayer, LayerCache
+from qkv.nn.masks import padding_mask
+from qkv.nn.positional import PositionalEncoding
+
+
+@dataclass
+class AttentionMaps:
+    """Every attention map of one forward pass, one tensor per layer (softmax weights, before dropout).
+
+    - ``encoder_self[l]``: ``(B, H, S, S)`` encoder self-attention of layer l.
+    - ``decoder_self[l]``: ``(B, H, T, T)`` decoder masked self-attention (zero above the diagonal).
+    - ``cross[l]``: ``(B, H, T, S)`` decoder-to-encoder attention.
+    """
+
+    encoder_self: list[Tensor] = field(default_factory=list)
+    decoder_self: list[Tensor] = field(default_factory=list)
+    cross: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class DecoderCache:
+    """Incremental-decoding state: one :class:`LayerCache` per decoder layer and the next position."""
+
+    layers: list[LayerCache]
+    offset: int = 0
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep/reorder batch rows (beam search): ``index`` ``(B_new,)`` into the current batch."""
+        for layer in self.layers:
+            layer.reorder(index)
+
+
+def layer_kwargs(config: TransformerConfig) -> dict:
+    return dict(
+        d_model=config.d_model,
+        n_heads=config.n_heads,
+        d_ff=config.d_ff,
+        dropout=config.dropout,
+        attention_dropout=config.attention_dropout,
+        activation_dropout=config.activation_dropout,
+        activation=config.activation,
+        norm=config.norm,
+        eps=config.eps,
+    )
+
+
+class Encoder(nn.Module):
+    """A stack of N :class:`EncoderLayer` (§3.1); pre-LN adds a final LayerNorm (flagged option).
+
+    Shape:
+        x ``(B, S, D)`` (already embedded), mask broadcastable to ``(B, H, S, S)`` -> ``(B, S, D)`` and a list
+        of L weight tensors ``(B, H, S, S)`` (empty unless ``need_weights``).
+    """
+
+    def __init__(self, n_layers: int, **kwargs) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(**kwargs) for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(kwargs["d_model"], eps=kwargs["eps"]) if kwargs["norm"] == "pre" else None
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False):
+        maps = []
+        for layer in self.layers:
+            x, w = layer(x, mask, need_weights)
+            if need_weights:
+                maps.append(w)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, maps
+
+
+class Decoder(nn.Module):
+    """A stack of N :class:`DecoderLayer` (§3.1); pre-LN adds a final LayerNorm (flagged option).
+
+    Shape:
+        x ``(B, T, D)``, memory ``(B, S, D)`` -> ``(B, T, D)``, self maps ``(B, H, T, T)`` and cross maps
+        ``(B, H, T, S)`` per layer (empty unless ``need_weights``).
+    """
+
+    def __init__(self, n_layers: int, **kwargs) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderLayer(**kwargs) for _ in range(n_layers))
+        self.final_norm = nn.LayerNorm(kwargs["d_model"], eps=kwargs["eps"]) if kwargs["norm"] == "pre" else None
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        self_mask: Tensor | None = None,
+        need_weights: bool = False,
+        cache: DecoderCache | None = None,
+    ):
+        self_maps, cross_maps = [], []
+        for i, layer in enumerate(self.layers):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x, sw, cw = layer(x, memory, memory_mask, self_mask, need_weights, layer_cache)
+            if need_weights:
+                self_maps.append(sw)
+                cross_maps.append(cw)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
+        return x, self_maps, cross_maps
+
+
+class Transformer(nn.Module):
+    """The Transformer of "Attention Is All You Need" (Vaswani et al., 2017).
+
+    Args:
+        config: a :class:`~qkv.TransformerConfig`.
+
+    Shape:
+        - src ``(B, S)`` and tgt ``(B, T)`` int64 token ids, padded with ``config.pad_id`` on the right.
+        - ``forward`` -> logits ``(B, T, V_tgt)``; with ``return_attention=True`` also an :class:`AttentionMaps`.
+
+    The softmax of §3.4 is not applied inside: the loss (cross-entropy) and decoding (log-softmax) apply it to
+    the logits, which is numerically safer. ``model.log_probs(logits)`` gives log p(y_t | y_<t, x).
+
+    Example:
+        >>> cfg = TransformerConfig.preset("tiny", src_vocab_size=100, tgt_vocab_size=100)
+        >>> model = Transformer(cfg)
+        >>> src, tgt = torch.randint(1, 100, (2, 7)), torch.randint(1, 100, (2, 5))
+        >>> model(src, tgt).shape
+        torch.Size([2, 5, 100])
+    """
+
+    def __init__(self, config: TransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
+        if c.tie_embeddings == "all":
+            self.tgt_embed = self.src_embed  # one matrix for both languages and the output (§3.4)
+        else:
+            self.tgt_embed = TokenEmbedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.src_pos = PositionalEncoding(c.d_model, c.max_len, c.positional)
+        self.tgt_pos = self.src_pos if c.positional == "sinusoidal" else PositionalEncoding(
+            c.d_model, c.max_len, c.positional
+        )
+        self.embed_dropout = nn.Dropout(c.dropout)  # dropout on embeddings + positions (§5.4)
+        kwargs = layer_kwargs(c)
+        self.encoder = Encoder(c.n_layers, **kwargs)
+        self.decoder = Decoder(c.decoder_layers, **kwargs)
+        self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)  # pre-softmax linear map
+        if c.tie_embeddings in ("decoder", "all"):
+            self.generator.weight = self.tgt_embed.weight
+        else:
+            nn.init.normal_(self.generator.weight, std=c.d_model**-0.5)
+
+    # -- masks -------------------------------------------------------------------------------------------
+    def src_mask(self, src: Tensor) -> Tensor:
+        """Key-padding mask of the source, ``(B, 1, 1, S)``: used by encoder self- and cross-attention."""
+        return padding_mask(src, self.config.pad_id)
+
+    def _check_tokens(self, name: str, tokens: Tensor) -> None:
+        if tokens.dim() != 2:
+            raise ValueError(f"{name} must be token ids of shape (B, length), got {tuple(tokens.shape)}")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"{name} must hold integer token ids, got {tokens.dtype}")
+
+    # -- the three entry points ---------------------------------------------------------------------------
+    def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):
+        """Encode ``src`` ``(B, S)`` -> memory ``(B, S, D)`` (and a list of L maps ``(B, H, S, S)``)."""
+        self._check_tokens("src", src)
+        if src_mask is None:
+            src_mask = self.src_mask(src)
+        x = self.embed_dropout(self.src_pos(self.src_embed(src)))  # (B, S, D)
+        memory, maps = self.encoder(x, src_mask, need_weights=return_attention)
+        return (memory, maps) if return_attention else memory
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        memory_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
+        return_attention: bool = False,
+        tgt_mask: Tensor | None = None,
+    ):
+        """Decode ``tgt`` ``(B, T)`` against ``memory`` ``(B, S, D)`` -> logits ``(B, T, V)``.
+
+        The causal mask is always applied. With a ``cache`` (see :meth:`new_cache`), ``tgt`` holds only the new
+        tokens; their positions continue from ``cache.offset`` and keys/values of earlier steps are reused.
+        ``tgt_mask`` optionally adds a key mask (e.g. target padding); right-padded targets need none, since
+        the causal mask already hides the padding after each real position.
+        """
+        self._check_tokens("tgt", tgt)
+        offset = cache.offset if cache is not None else 0
+        x = self.embed_dropout(self.tgt_pos(self.tgt_embed(tgt), offset=offset))  # (B, T, D)
+        h, self_maps, cross_maps = self.decoder(x, memory, memory_mask, tgt_mask, return_attention, cache)
+        if cache is not None:
+            cache.offset += tgt.shape[1]
+        logits = self.generator(h)  # (B, T, V)
+        return (logits, self_maps, cross_maps) if return_attention else logits
+
+    def forward(self, src: Tensor, tgt: Tensor, return_attention: bool = False):
+        """Teacher-forced forward pass: logits ``(B, T, V)`` for next-token prediction at every position.
+
+        With ``return_attention=True`` returns ``(logits, AttentionMaps)`` holding every encoder self-, decoder
+        masked self- and cross-attention map (see :class:`AttentionMaps` for shapes).
+        """
+        src_mask = self.src_mask(src)  # (B, 1, 1, S)
+        if not return_attention:
+            memory = self.encode(src, src_mask)
+            return self.decode(tgt, memory, src_mask)
+        memory, enc_maps = self.encode(src, src_mask, return_attention=True)
+        logits, self_maps, cross_maps = self.decode(tgt, memory, src_mask, return_attention=True)
+        return logits, AttentionMaps(enc_maps, self_maps, cross_maps)
+
+    def new_cache(self) -> DecoderCache:
+        """An empty incremental-decoding cache for :meth:`decode`."""
+        return DecoderCache([LayerCache() for _ in self.decoder.layers])
+
+    @staticmethod
+    def log_probs(logits: Tensor) -> Tensor:
+        """log softmax over the vocabulary: the final softmax of Figure 1, in log space."""
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def num_parameters(self) -> int:
+        """Number of distinct trainable parameters (tied matrices counted once)."""
+        return sum(p.numel() for p in self.parameters())
