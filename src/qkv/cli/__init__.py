@@ -11,7 +11,11 @@ import importlib
 import sys
 
 # name of the module in qkv.cli for each command, in the order `qkv --help` lists them
-COMMANDS = ["demo"]
+COMMANDS = [
+    "demo", "train", "translate", "evaluate",
+    "attention", "explain", "positions", "serve",
+    "classify", "vit",
+]
 
 
 class CliError(Exception):
@@ -21,7 +25,8 @@ class CliError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="qkv",
-        description="The Transformer of 'Attention Is All You Need': train, translate, evaluate, look inside.",
+        description="The Transformer of 'Attention Is All You Need': "
+        "train, translate, evaluate, look inside.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:

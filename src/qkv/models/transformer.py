@@ -62,6 +62,13 @@ def layer_kwargs(config: TransformerConfig) -> dict:
     )
 
 
+def _final_norm(kwargs: dict) -> nn.LayerNorm | None:
+    """The LayerNorm after a pre-LN stack (flagged option); ``norm``/``eps`` default as in the layers."""
+    if kwargs.get("norm", "post") != "pre":
+        return None
+    return nn.LayerNorm(kwargs["d_model"], eps=kwargs.get("eps", 1e-5))
+
+
 class Encoder(nn.Module):
     """A stack of N :class:`EncoderLayer` (§3.1); pre-LN adds a final LayerNorm (flagged option).
 
@@ -73,7 +80,7 @@ class Encoder(nn.Module):
     def __init__(self, n_layers: int, **kwargs) -> None:
         super().__init__()
         self.layers = nn.ModuleList(EncoderLayer(**kwargs) for _ in range(n_layers))
-        self.final_norm = nn.LayerNorm(kwargs["d_model"], eps=kwargs["eps"]) if kwargs["norm"] == "pre" else None
+        self.final_norm = _final_norm(kwargs)
 
     def forward(self, x: Tensor, mask: Tensor | None = None, need_weights: bool = False):
         maps = []
@@ -97,7 +104,7 @@ class Decoder(nn.Module):
     def __init__(self, n_layers: int, **kwargs) -> None:
         super().__init__()
         self.layers = nn.ModuleList(DecoderLayer(**kwargs) for _ in range(n_layers))
-        self.final_norm = nn.LayerNorm(kwargs["d_model"], eps=kwargs["eps"]) if kwargs["norm"] == "pre" else None
+        self.final_norm = _final_norm(kwargs)
 
     def forward(
         self,
@@ -128,7 +135,8 @@ class Transformer(nn.Module):
 
     Shape:
         - src ``(B, S)`` and tgt ``(B, T)`` int64 token ids, padded with ``config.pad_id`` on the right.
-        - ``forward`` -> logits ``(B, T, V_tgt)``; with ``return_attention=True`` also an :class:`AttentionMaps`.
+        - ``forward`` -> logits ``(B, T, V_tgt)``; with ``return_attention=True`` also an
+          :class:`AttentionMaps`.
 
     The softmax of §3.4 is not applied inside: the loss (cross-entropy) and decoding (log-softmax) apply it to
     the logits, which is numerically safer. ``model.log_probs(logits)`` gives log p(y_t | y_<t, x).
@@ -167,6 +175,7 @@ class Transformer(nn.Module):
     # -- masks -------------------------------------------------------------------------------------------
     def src_mask(self, src: Tensor) -> Tensor:
         """Key-padding mask of the source, ``(B, 1, 1, S)``: used by encoder self- and cross-attention."""
+        self._check_tokens("src", src)
         return padding_mask(src, self.config.pad_id)
 
     def _check_tokens(self, name: str, tokens: Tensor) -> None:
@@ -196,10 +205,10 @@ class Transformer(nn.Module):
     ):
         """Decode ``tgt`` ``(B, T)`` against ``memory`` ``(B, S, D)`` -> logits ``(B, T, V)``.
 
-        The causal mask is always applied. With a ``cache`` (see :meth:`new_cache`), ``tgt`` holds only the new
-        tokens; their positions continue from ``cache.offset`` and keys/values of earlier steps are reused.
-        ``tgt_mask`` optionally adds a key mask (e.g. target padding); right-padded targets need none, since
-        the causal mask already hides the padding after each real position.
+        The causal mask is always applied. With a ``cache`` (see :meth:`new_cache`), ``tgt`` holds only the
+        new tokens; their positions continue from ``cache.offset`` and keys/values of earlier steps are
+        reused. ``tgt_mask`` optionally adds a key mask (e.g. target padding); right-padded targets need none,
+        since the causal mask already hides the padding after each real position.
         """
         self._check_tokens("tgt", tgt)
         offset = cache.offset if cache is not None else 0
@@ -213,8 +222,8 @@ class Transformer(nn.Module):
     def forward(self, src: Tensor, tgt: Tensor, return_attention: bool = False):
         """Teacher-forced forward pass: logits ``(B, T, V)`` for next-token prediction at every position.
 
-        With ``return_attention=True`` returns ``(logits, AttentionMaps)`` holding every encoder self-, decoder
-        masked self- and cross-attention map (see :class:`AttentionMaps` for shapes).
+        With ``return_attention=True`` returns ``(logits, AttentionMaps)`` holding every encoder self-,
+        decoder masked self- and cross-attention map (see :class:`AttentionMaps` for shapes).
         """
         src_mask = self.src_mask(src)  # (B, 1, 1, S)
         if not return_attention:

@@ -1,0 +1,256 @@
+"""Decoding speed (issue 6): greedy and beam search, with and without the KV cache, against Hugging Face.
+
+Measures sentences/s and generated tokens/s of :func:`qkv.decode.greedy_search` and
+:func:`qkv.decode.beam_search` on a randomly initialised Transformer, and — when ``transformers`` is
+importable — of ``MarianMTModel.generate()`` holding the *same weights* (a post-LN, ReLU, sinusoidal,
+scaled-embedding Marian of the same sizes). Greedy outputs of the two must agree token for token; the
+agreement is printed.
+
+Hugging Face's beam search divides by |Y|^α rather than GNMT's ((5 + |Y|) / 6)^α and stops differently, so
+beam outputs may differ slightly; the work is comparable (same beam, same maximum length).
+
+    python bench/decode.py --preset small --batch 32 --src-len 20 --n 3
+    python bench/decode.py --preset base --batch 64 --src-len 30 --device cuda
+
+A random model rarely predicts EOS, so most sentences run to the maximum length (source length + 50, §6.1):
+tokens/s is the figure to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from qkv import Transformer, TransformerConfig
+from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--preset", default="small", help="model preset: tiny, small, base, big (default small)"
+    )
+    parser.add_argument("--vocab", type=int, default=8000, help="shared vocabulary size (default 8000)")
+    parser.add_argument("--batch", type=int, default=32, help="sentences per batch (default 32)")
+    parser.add_argument("--src-len", type=int, default=20, help="source length in tokens, EOS included")
+    parser.add_argument(
+        "--max-len-b", type=int, default=50, help="output limit = src length + this (§6.1: 50)"
+    )
+    parser.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
+    parser.add_argument("--alpha", type=float, default=0.6, help="length penalty α (default 0.6)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--n", type=int, default=3, help="timed repetitions of each measurement (default 3)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, n: int, device: torch.device) -> tuple[float, object]:
+    """Run ``fn`` once to warm up, then ``n`` times; return seconds per run and the last output."""
+    out = fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        out = fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / n, out
+
+
+# -- Hugging Face: a MarianMTModel with the qkv weights -----------------------------------------------------
+def to_marian(model: Transformer):
+    """A ``MarianMTModel`` computing the same function as ``model`` (post-LN, ReLU, sinusoidal positions)."""
+    from transformers import MarianConfig, MarianMTModel
+
+    c = model.config
+    if c.tie_embeddings != "all" or c.norm != "post" or c.positional != "sinusoidal":
+        raise ValueError("the Marian copy needs tie_embeddings='all', norm='post', positional='sinusoidal'")
+    hf_config = MarianConfig(
+        vocab_size=c.tgt_vocab_size,
+        decoder_vocab_size=c.tgt_vocab_size,
+        d_model=c.d_model,
+        encoder_layers=c.n_layers,
+        decoder_layers=c.decoder_layers,
+        encoder_attention_heads=c.n_heads,
+        decoder_attention_heads=c.n_heads,
+        encoder_ffn_dim=c.d_ff,
+        decoder_ffn_dim=c.d_ff,
+        activation_function=c.activation,
+        max_position_embeddings=c.max_len,
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        decoder_start_token_id=BOS,
+        forced_eos_token_id=None,
+    )
+    hf = MarianMTModel(hf_config).eval()
+    ours = model.state_dict()
+    copy: dict[str, torch.Tensor] = {"model.shared.weight": ours["src_embed.embedding.weight"]}
+    projections = [f"{p}_proj.{w}" for p in ("q", "k", "v", "out") for w in ("weight", "bias")]
+
+    def attn(hf_prefix: str, our_prefix: str) -> None:
+        for name in projections:  # the same names on both sides
+            copy[f"{hf_prefix}.{name}"] = ours[f"{our_prefix}.{name}"]
+
+    def norm_ffn(hf_layer: str, our_layer: str, norms: dict[str, str]) -> None:
+        for hf_norm, our_norm in norms.items():
+            for w in ("weight", "bias"):
+                copy[f"{hf_layer}.{hf_norm}.{w}"] = ours[f"{our_layer}.{our_norm}.norm.{w}"]
+        for w in ("weight", "bias"):
+            copy[f"{hf_layer}.fc1.{w}"] = ours[f"{our_layer}.ffn.linear1.{w}"]
+            copy[f"{hf_layer}.fc2.{w}"] = ours[f"{our_layer}.ffn.linear2.{w}"]
+
+    for i in range(c.n_layers):
+        hf_layer, our_layer = f"model.encoder.layers.{i}", f"encoder.layers.{i}"
+        attn(f"{hf_layer}.self_attn", f"{our_layer}.self_attn")
+        norm_ffn(hf_layer, our_layer, {"self_attn_layer_norm": "attn_block", "final_layer_norm": "ffn_block"})
+    for i in range(c.decoder_layers):
+        hf_layer, our_layer = f"model.decoder.layers.{i}", f"decoder.layers.{i}"
+        attn(f"{hf_layer}.self_attn", f"{our_layer}.self_attn")
+        attn(f"{hf_layer}.encoder_attn", f"{our_layer}.cross_attn")
+        norm_ffn(
+            hf_layer,
+            our_layer,
+            {
+                "self_attn_layer_norm": "self_block",
+                "encoder_attn_layer_norm": "cross_block",
+                "final_layer_norm": "ffn_block",
+            },
+        )
+    table = model.src_pos.encodings(c.max_len)  # qkv's interleaved sin/cos table (Marian's is sin | cos)
+    copy["model.encoder.embed_positions.weight"] = table
+    copy["model.decoder.embed_positions.weight"] = table
+    with torch.no_grad():
+        params = dict(hf.named_parameters())
+        params.update(dict(hf.named_buffers()))
+        for name, value in copy.items():
+            params[name].copy_(value)
+        hf.lm_head.weight = hf.model.shared.weight  # make sure the output projection is the shared matrix
+    return hf
+
+
+def hf_generate(
+    hf, src: torch.Tensor, max_new: int, beam: int, alpha: float, use_cache: bool
+) -> list[list[int]]:
+    out = hf.generate(
+        input_ids=src,
+        attention_mask=(src != PAD).long(),
+        max_new_tokens=max_new,
+        num_beams=beam,
+        do_sample=False,
+        **(dict(length_penalty=alpha, early_stopping=False) if beam > 1 else {}),
+        use_cache=use_cache,
+        suppress_tokens=[PAD, BOS],  # as qkv.decode: PAD and BOS are never outputs
+        num_return_sequences=1,
+    )  # (B, 1 + T): decoder_start (BOS), the tokens, EOS, then PAD
+    result = []
+    for row in out[:, 1:].tolist():
+        ids = []
+        for t in row:
+            if t == EOS:
+                break
+            if t != PAD:
+                ids.append(t)
+        result.append(ids)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    config = TransformerConfig.preset(args.preset, src_vocab_size=args.vocab, tgt_vocab_size=args.vocab)
+    model = Transformer(config).to(device).eval()
+    g = torch.Generator().manual_seed(args.seed)
+    src = torch.randint(4, args.vocab, (args.batch, args.src_len), generator=g)
+    src[:, -1] = EOS
+    src = src.to(device)
+    max_new = args.src_len + args.max_len_b
+    print(
+        f"qkv decoding benchmark: preset {args.preset} (d_model {config.d_model}, {config.n_layers} layers), "
+        f"vocab {args.vocab}, batch {args.batch}, source length {args.src_len}, max output {max_new}, "
+        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+        f"{args.n} timed runs each after one warm-up"
+    )
+
+    beam_kwargs = dict(beam_size=args.beam, alpha=args.alpha, max_len_b=args.max_len_b)
+    runs = {  # name -> a function decoding the batch
+        "qkv greedy": lambda: greedy_search(model, src, max_len_b=args.max_len_b),
+        "qkv greedy, no cache": lambda: greedy_search(model, src, max_len_b=args.max_len_b, use_cache=False),
+        f"qkv beam {args.beam}": lambda: beam_search(model, src, **beam_kwargs),
+        f"qkv beam {args.beam}, no cache": lambda: beam_search(model, src, **beam_kwargs, use_cache=False),
+    }
+    hf = None
+    if not args.no_hf:
+        try:
+            import transformers
+        except ImportError:
+            print(
+                "Hugging Face comparison skipped: `transformers` is not installed (pip install transformers)"
+            )
+        else:
+            hf = to_marian(model.cpu()).to(device)
+            model.to(device)
+            with torch.no_grad():
+                tgt = torch.randint(4, args.vocab, (2, 7), generator=g).to(device)
+                diff = (hf(input_ids=src[:2], decoder_input_ids=tgt).logits - model(src[:2], tgt)).abs().max()
+            print(
+                f"transformers {transformers.__version__}: MarianMTModel with the same weights, "
+                f"max |logit difference| = {diff:.2e}"
+            )
+            for beam, label in ((1, "greedy"), (args.beam, f"beam {args.beam}")):
+                for cache in (True, False):
+                    name = f"HF generate {label}" + ("" if cache else ", no cache")
+                    runs[name] = lambda beam=beam, cache=cache: hf_generate(
+                        hf, src, max_new, beam, args.alpha, cache
+                    )
+
+    results = {}
+    print(f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/batch':>8}")
+    for name, fn in runs.items():
+        with torch.inference_mode():
+            seconds, outputs = timed(fn, args.n, device)
+        n_tokens = sum(len(y) + (len(y) < max_new) for y in outputs)  # + the EOS, when there was one
+        results[name] = (seconds, outputs)
+        print(
+            f"{name:32} {args.batch / seconds:9.1f} {n_tokens / seconds:10.0f} {n_tokens:8d} {seconds:8.3f}"
+        )
+
+    print()
+    ours, theirs = "qkv greedy", "qkv greedy, no cache"
+    print(f"KV cache speed-up, greedy: {results[theirs][0] / results[ours][0]:.2f}x")
+    beam_name = f"qkv beam {args.beam}"
+    speedup = results[beam_name + ", no cache"][0] / results[beam_name][0]
+    print(f"KV cache speed-up, beam {args.beam}: {speedup:.2f}x")
+    if hf is not None:
+        for qkv_name, hf_name in (
+            ("qkv greedy", "HF generate greedy"),
+            (beam_name, f"HF generate beam {args.beam}"),
+        ):
+            for suffix in ("", ", no cache"):
+                a, b = results[qkv_name + suffix], results[hf_name + suffix]
+                same = sum(x == y for x, y in zip(a[1], b[1]))
+                print(
+                    f"qkv / HF {qkv_name[4:] + suffix:18}: {b[0] / a[0]:.2f}x the speed of HF; "
+                    f"identical outputs {same}/{args.batch}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""Reproduce the SST-2 quality bar (>= 82% dev accuracy from scratch) and the gain of MLM pre-training.
+
+    python bench/sst2.py [--data ../shared/data/sst2] [--out runs/bench-sst2] [--epochs 4]
+                         [--pretrain-epochs 2] [--skip-scratch] [--skip-pretrain] [--threads 1]
+
+Runs `qkv classify train` from scratch, then `qkv classify pretrain` + `qkv classify train --init`, and prints
+dev accuracy and wall time of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from qkv.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dev_acc(folder: Path) -> float:
+    return json.loads((folder / "config.json").read_text())["meta"]["dev_acc"]
+
+
+def run() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sst2"))
+    p.add_argument("--out", default="runs/bench-sst2")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--pretrain-epochs", type=int, default=2)
+    p.add_argument("--skip-scratch", action="store_true")
+    p.add_argument("--skip-pretrain", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    args, extra = p.parse_known_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    results = {}
+    if not args.skip_scratch:
+        start = time.perf_counter()
+        if main(
+            [
+                "classify",
+                "train",
+                "--data",
+                args.data,
+                "--out",
+                str(out / "scratch"),
+                "--epochs",
+                str(args.epochs),
+                *extra,
+            ]
+        ):
+            return 1
+        results["scratch"] = (dev_acc(out / "scratch"), time.perf_counter() - start)
+    if not args.skip_pretrain:
+        start = time.perf_counter()
+        if main(
+            [
+                "classify",
+                "pretrain",
+                "--data",
+                args.data,
+                "--out",
+                str(out / "mlm"),
+                "--epochs",
+                str(args.pretrain_epochs),
+                *extra,
+            ]
+        ):
+            return 1
+        if main(
+            [
+                "classify",
+                "train",
+                "--data",
+                args.data,
+                "--out",
+                str(out / "finetuned"),
+                "--epochs",
+                str(args.epochs),
+                "--init",
+                str(out / "mlm"),
+            ]
+        ):
+            return 1
+        results["mlm+finetune"] = (dev_acc(out / "finetuned"), time.perf_counter() - start)
+    for name, (acc, wall) in results.items():
+        bar = f" (bar 0.82: {'PASS' if acc >= 0.82 else 'FAIL'})" if name == "scratch" else ""
+        print(f"bench/sst2: {name}: dev accuracy {acc:.4f}{bar}, wall {wall:.0f}s")
+    if len(results) == 2:
+        print(
+            f"bench/sst2: gain of MLM pre-training: {results['mlm+finetune'][0] - results['scratch'][0]:+.4f}"
+        )
+    print(f"torch threads {torch.get_num_threads()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run())

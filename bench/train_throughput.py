@@ -1,0 +1,384 @@
+"""Training throughput of qkv against torch.nn.Transformer and Hugging Face MarianMTModel, same shapes.
+
+Every implementation is the same encoder-decoder (the qkv preset's sizes, one shared vocabulary tied to the
+output layer, sinusoidal positions, post-LN), trained with the same loss (label-smoothed cross-entropy,
+ε = 0.1, §5.4) and optimizer (Adam, β = (0.9, 0.98), ε = 1e-9, §5.3) on the same synthetic batches:
+
+- ``qkv``:    :class:`qkv.Transformer`;
+- ``torch``:  ``torch.nn.Transformer`` with embeddings, positional encoding and the tied generator around it
+  (it adds a final LayerNorm to each stack, which qkv's post-LN model does not have);
+- ``marian``: ``transformers.MarianMTModel`` with SDPA attention (skipped if ``transformers`` is absent).
+
+Each in eager mode and under ``torch.compile`` (``--no-compile`` to skip). Printed for each: step time
+(median), target tokens/s, MFU and peak memory; then the ratio of qkv to the best other implementation, and
+the loss curve of qkv's first steps eager vs compiled from the same seed (dropout 0, so the two runs see
+the same computation): the compiled fast path must train the same.
+
+MFU = model FLOPs per step / step time / the device's dense matmul rate *measured here* (bf16 on GPU, fp32
+on CPU, an 8192² / 1024² matmul), not the datasheet peak. Model FLOPs = 3 × forward matmul FLOPs (backward =
+2 × forward), counting every projection, the attention matmuls (causal self-attention at half) and the
+output layer; the same count for every implementation. Sequences are full length (no padding), so every
+target position is a token.
+
+Examples:
+    nice -n 5 python bench/train_throughput.py                    # CPU: tiny preset, 16 × 32 × 32, fp32
+    python bench/train_throughput.py --device cuda                # GPU: base, 256 × 32 × 32, bf16, Adam
+    python bench/train_throughput.py --only qkv --no-compile --steps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import qkv
+from _common import (
+    DTYPES,
+    PeakMemory,
+    autocast,
+    benchmark,
+    environment,
+    format_table,
+    human,
+    matmul_flops,
+    pick_device,
+    sync_debug,
+    synchronize,
+)
+from qkv.nn.positional import sinusoidal_table
+
+PAD, BOS = 0, 1
+IMPLEMENTATIONS = ("qkv", "torch", "marian")
+
+
+# -- the models -------------------------------------------------------------------------------------------
+class TorchNNTransformer(nn.Module):
+    """``torch.nn.Transformer`` made into a full translation model like qkv's: embeddings × √D + sinusoids,
+    dropout, the encoder-decoder, and a generator tied to the shared embedding (§3.4).
+
+    Shape: src ``(B, S)``, tgt ``(B, T)`` -> logits ``(B, T, V)``.
+    """
+
+    def __init__(self, c: qkv.TransformerConfig) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
+        nn.init.normal_(self.embed.weight, std=c.d_model**-0.5)
+        self.scale = math.sqrt(c.d_model)
+        self.register_buffer("pe", sinusoidal_table(c.max_len, c.d_model), persistent=False)
+        self.dropout = nn.Dropout(c.dropout)
+        self.transformer = nn.Transformer(
+            d_model=c.d_model, nhead=c.n_heads, num_encoder_layers=c.n_layers,
+            num_decoder_layers=c.decoder_layers, dim_feedforward=c.d_ff, dropout=c.dropout,
+            activation=c.activation, layer_norm_eps=c.eps, batch_first=True, norm_first=c.norm == "pre",
+        )
+        self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        self.generator.weight = self.embed.weight
+        self.pad_id = c.pad_id
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        s, t = src.shape[1], tgt.shape[1]
+        x = self.dropout(self.embed(src) * self.scale + self.pe[:s])  # (B, S, D)
+        y = self.dropout(self.embed(tgt) * self.scale + self.pe[:t])  # (B, T, D)
+        causal = nn.Transformer.generate_square_subsequent_mask(t, device=tgt.device, dtype=y.dtype)
+        pad = src.eq(self.pad_id)  # (B, S), True = padding: torch's polarity, the opposite of qkv's
+        h = self.transformer(
+            x, y, tgt_mask=causal, src_key_padding_mask=pad, memory_key_padding_mask=pad, tgt_is_causal=True
+        )  # (B, T, D)
+        return self.generator(h)  # (B, T, V)
+
+
+class MarianModel(nn.Module):
+    """``transformers.MarianMTModel`` (SDPA attention) with the ``(src, tgt) -> logits`` interface."""
+
+    def __init__(self, c: qkv.TransformerConfig) -> None:
+        super().__init__()
+        from transformers import MarianConfig, MarianMTModel
+
+        config = MarianConfig(
+            vocab_size=c.src_vocab_size, d_model=c.d_model, encoder_layers=c.n_layers,
+            decoder_layers=c.decoder_layers, encoder_attention_heads=c.n_heads,
+            decoder_attention_heads=c.n_heads, encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff,
+            activation_function=c.activation, dropout=c.dropout, attention_dropout=c.attention_dropout,
+            activation_dropout=c.activation_dropout, max_position_embeddings=c.max_len, scale_embedding=True,
+            pad_token_id=PAD, bos_token_id=BOS, eos_token_id=2, decoder_start_token_id=BOS,
+            share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
+        )
+        self.model = MarianMTModel._from_config(config, attn_implementation="sdpa")
+        self.pad_id = c.pad_id
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        out = self.model(input_ids=src, attention_mask=src.ne(self.pad_id), decoder_input_ids=tgt)
+        return out.logits  # (B, T, V)
+
+
+def marian_available() -> bool:
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+BUILDERS: dict[str, Callable[[qkv.TransformerConfig], nn.Module]] = {
+    "qkv": qkv.Transformer,
+    "torch": TorchNNTransformer,
+    "marian": MarianModel,
+}
+
+
+class WithLoss(nn.Module):
+    """Model + label-smoothed cross-entropy (§5.4), so that ``torch.compile`` sees the whole forward."""
+
+    def __init__(self, model: nn.Module, epsilon: float = 0.1) -> None:
+        super().__init__()
+        self.model = model
+        self.epsilon = epsilon
+
+    def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
+        logits = self.model(src, tgt_in)  # (B, T, V)
+        return F.cross_entropy(
+            logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=PAD, label_smoothing=self.epsilon
+        )
+
+
+# -- FLOPs --------------------------------------------------------------------------------------------------
+def training_flops(c: qkv.TransformerConfig, b: int, s: int, t: int) -> float:
+    """Matmul FLOPs of one training step (forward + backward = 3 × forward) on a ``B × S → B × T`` batch."""
+    d, f, v = c.d_model, c.d_ff, c.tgt_vocab_size
+    enc_token = 2 * (4 * d * d + 2 * d * f) + 4 * s * d  # Q,K,V,O + FFN; Q·Kᵀ and weights·V over S keys
+    dec_token = (
+        2 * (4 * d * d) + 2 * t * d  # masked self-attention: projections + attention (causal: half)
+        + 2 * (2 * d * d) + 4 * s * d  # cross-attention: Q and O projections + attention over S keys
+        + 2 * (2 * d * f)  # FFN
+    )
+    cross_kv = 2 * (2 * d * d)  # K, V projections of the memory, per source token and decoder layer
+    forward = (
+        b * s * c.n_layers * enc_token
+        + b * t * c.decoder_layers * dec_token
+        + b * s * c.decoder_layers * cross_kv
+        + b * t * 2 * d * v  # generator
+    )
+    return 3.0 * forward
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+def make_batches(n: int, b: int, s: int, t: int, vocab: int, device: torch.device, seed: int = 0):
+    """``n`` batches of a reversal task (the target is the source reversed), full length, on ``device``."""
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n):
+        src = torch.randint(4, vocab, (b, s), generator=gen)  # (B, S), ids above the specials
+        rev = src.flip(1).repeat(1, math.ceil(t / s))[:, :t]  # (B, T)
+        tgt_in = torch.cat([torch.full((b, 1), BOS), rev[:, :-1]], dim=1)  # BOS + y
+        batches.append((src.to(device), tgt_in.to(device), rev.to(device)))
+    return batches
+
+
+# -- measuring ----------------------------------------------------------------------------------------------
+@dataclass
+class Result:
+    name: str
+    step_s: float
+    tokens_per_s: float
+    mfu: float
+    peak_bytes: int
+    memory_kind: str
+    warmup_s: float
+    host_sync: str
+    losses: list[float]
+
+
+def run(
+    name: str, compiled: bool, config: qkv.TransformerConfig, batches, args, device, dtype, peak_flops: float
+) -> Result:
+    """Build ``name`` from seed 0, run ``args.warmup`` untimed then ``args.steps`` timed training steps."""
+    torch._dynamo.reset()  # drop the graphs (and the parameters they reference) of the previous model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    torch.manual_seed(0)
+    model = WithLoss(BUILDERS[name](config)).to(device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, fused=device.type == "cuda"
+    )
+    forward = torch.compile(model, mode=args.compile_mode) if compiled else model
+    losses: list[Tensor] = []
+    batch_iter = iter(range(1 << 62))
+
+    def step() -> None:
+        src, tgt_in, tgt_out = batches[next(batch_iter) % len(batches)]
+        with autocast(device, dtype):
+            loss = forward(src, tgt_in, tgt_out)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())  # no .item(): reading the loss would make the host wait for the device
+
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    synchronize(device)
+    warmup_s = time.perf_counter() - t0
+    host_sync = "n/a (cpu)"
+    if device.type == "cuda":
+        try:
+            with sync_debug(device, "error"):
+                step()
+            host_sync = "none"
+        except RuntimeError as err:
+            host_sync = f"yes: {str(err).splitlines()[0][:60]}"
+            optimizer.zero_grad(set_to_none=True)
+    with PeakMemory(device) as mem:
+        timing = benchmark(step, device, warmup=0, iters=args.steps)
+    b, t = batches[0][1].shape
+    flops = training_flops(config, b, batches[0][0].shape[1], t)
+    return Result(
+        name=f"{name} {'compiled' if compiled else 'eager'}",
+        step_s=timing.median,
+        tokens_per_s=b * t / timing.median,
+        mfu=flops / timing.median / peak_flops,
+        peak_bytes=mem.peak_bytes,
+        memory_kind=mem.kind,
+        warmup_s=warmup_s,
+        host_sync=host_sync,
+        losses=torch.stack(losses).float().cpu().tolist(),
+    )
+
+
+def loss_curves(config, batches, args, device, dtype, peak_flops) -> tuple[list[float], list[float]]:
+    """qkv's first ``args.curve_steps`` losses, eager and compiled, same seed, same batches, dropout 0."""
+    config = config.replace(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    curve_args = argparse.Namespace(**{**vars(args), "warmup": 0, "steps": args.curve_steps})
+    eager = run("qkv", False, config, batches, curve_args, device, dtype, peak_flops)
+    compiled = run("qkv", True, config, batches, curve_args, device, dtype, peak_flops)
+    return eager.losses, compiled.losses
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is steadier on a shared machine)")
+    parser.add_argument("--preset", help="qkv preset (default: base on CUDA, tiny on CPU)")
+    parser.add_argument("--batch", type=int, help="sentence pairs per step (default: 256 on CUDA, 16 on CPU)")
+    parser.add_argument("--src-len", type=int, default=32)
+    parser.add_argument("--tgt-len", type=int, default=32)
+    parser.add_argument("--vocab", type=int, default=10_000, help="shared vocabulary size")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), help="autocast dtype (bf16 CUDA, fp32 CPU)")
+    parser.add_argument("--dropout", type=float, help="override the preset's dropout")
+    parser.add_argument("--steps", type=int, help="timed steps (default: 50 on CUDA, 10 on CPU)")
+    parser.add_argument("--warmup", type=int, help="untimed steps, compilation included (default 10 / 3)")
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure each model under torch.compile (default: on)")
+    parser.add_argument("--compile-mode", help="torch.compile mode "
+                        "(default: max-autotune-no-cudagraphs on CUDA, the default mode elsewhere)")
+    parser.add_argument("--only", help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
+    parser.add_argument("--curve-steps", type=int, help="steps of the eager-vs-compiled loss curve of qkv "
+                        "(default: 50 on CUDA, 10 on CPU; 0 to skip)")
+    args = parser.parse_args(argv)
+
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    gpu = device.type == "cuda"
+    dtype = DTYPES[args.dtype or ("bf16" if gpu else "fp32")]
+    args.preset = args.preset or ("base" if gpu else "tiny")
+    args.batch = args.batch or (256 if gpu else 16)
+    args.steps = args.steps or (50 if gpu else 10)
+    args.warmup = args.warmup if args.warmup is not None else (10 if gpu else 3)
+    args.curve_steps = args.curve_steps if args.curve_steps is not None else (50 if gpu else 10)
+    if args.compile_mode is None and gpu:
+        args.compile_mode = "max-autotune-no-cudagraphs"
+    names = IMPLEMENTATIONS if args.only is None else tuple(n.strip() for n in args.only.split(","))
+    unknown = sorted(set(names) - set(IMPLEMENTATIONS))
+    if unknown:
+        parser.error(f"--only: unknown {unknown}; choose from {list(IMPLEMENTATIONS)}")
+    if "marian" in names and not marian_available():
+        print("marian: skipped (transformers is not importable)")
+        names = tuple(n for n in names if n != "marian")
+    if args.compile and not torch._dynamo.is_dynamo_supported():
+        print("compile: skipped (torch.compile is not supported on this platform)")
+        args.compile = False
+
+    overrides = {} if args.dropout is None else {"dropout": args.dropout}
+    config = qkv.TransformerConfig.preset(
+        args.preset, src_vocab_size=args.vocab, tgt_vocab_size=args.vocab,
+        max_len=max(args.src_len, args.tgt_len, 64), **overrides,
+    )
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    batches = make_batches(8, args.batch, args.src_len, args.tgt_len, args.vocab, device)
+    peak = matmul_flops(device, dtype)
+    step_flops = training_flops(config, args.batch, args.src_len, args.tgt_len)
+
+    print(environment())
+    print(f"device {device}, {dtype}, preset {args.preset} ({qkv.Transformer(config).num_parameters():,} "
+          f"parameters), batch {args.batch} × {args.src_len} src × {args.tgt_len} tgt tokens, vocab "
+          f"{args.vocab}, dropout {config.dropout}, Adam, {args.warmup} warmup + {args.steps} timed steps")
+    print(f"measured matmul rate: {human(peak, 'FLOP/s')} ({dtype}); model FLOPs/step: {human(step_flops)}")
+
+    results: list[Result] = []
+    for name in names:
+        for compiled in (False, True) if args.compile else (False,):
+            label = f"{name} {'compiled' if compiled else 'eager'}"
+            print(f"  running {label} …", file=sys.stderr, flush=True)
+            try:
+                results.append(run(name, compiled, config, batches, args, device, dtype, peak))
+            except Exception as err:  # a baseline failing to compile must not hide the other numbers
+                print(f"{label}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+
+    rows = [
+        {
+            "model": r.name,
+            "step ms": f"{r.step_s * 1e3:.1f}",
+            "tgt tokens/s": f"{r.tokens_per_s:,.0f}",
+            "MFU": f"{r.mfu * 100:.1f}%",
+            f"peak mem ({results[0].memory_kind if results else ''})": human(r.peak_bytes, "B"),
+            "warmup s": f"{r.warmup_s:.1f}",
+            "host sync in step": r.host_sync,
+        }
+        for r in results
+    ]
+    if rows:
+        print(format_table(rows, list(rows[0])))
+    ours = [r for r in results if r.name.startswith("qkv")]
+    others = [r for r in results if not r.name.startswith("qkv")]
+    if ours and others:
+        best_ours = max(ours, key=lambda r: r.tokens_per_s)
+        best_other = max(others, key=lambda r: r.tokens_per_s)
+        print(f"qkv / best other: {best_ours.tokens_per_s / best_other.tokens_per_s:.2f}× "
+              f"({best_ours.name} vs {best_other.name})")
+        for mode in ("eager", "compiled"):
+            a = [r for r in ours if r.name.endswith(mode)]
+            b = [r for r in others if r.name.endswith(mode)]
+            if a and b:
+                other = max(b, key=lambda r: r.tokens_per_s)
+                print(f"  {mode}: qkv / best other = {a[0].tokens_per_s / other.tokens_per_s:.2f}× "
+                      f"(vs {other.name})")
+
+    if args.compile and args.curve_steps > 0 and "qkv" in names:
+        print(f"  running qkv loss curves ({args.curve_steps} steps, dropout 0) …", file=sys.stderr)
+        eager, compiled = loss_curves(config, batches, args, device, dtype, peak)
+        diffs = [abs(a - b) for a, b in zip(eager, compiled)]
+        print(f"qkv loss curve, eager vs compiled, same seed and batches, dropout 0 ({len(diffs)} steps):")
+        print("  step   eager      compiled   |diff|")
+        for i, (a, b, d) in enumerate(zip(eager, compiled, diffs)):
+            print(f"  {i:4d}   {a:.6f}   {b:.6f}   {d:.2e}")
+        print(f"  max |diff| = {max(diffs):.2e} (loss fell {eager[0]:.3f} -> {eager[-1]:.3f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

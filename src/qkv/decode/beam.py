@@ -1,0 +1,181 @@
+"""Beam search with the GNMT length penalty (§6.1: "a beam size of 4 and length penalty α = 0.6").
+
+Legend: B batch (sentences), K beam size, S source length, T target length, D d_model, V vocabulary size.
+
+All sentences × beams advance together as ``B·K`` decoder rows. Each step:
+
+1. every live beam proposes its 2K most probable next tokens; the 2K best (beam, token) pairs of each sentence
+   are kept, ranked by the summed log-probability log p(y_1..t | x);
+2. a candidate ending in EOS that ranks among the top K becomes a *finished* hypothesis, scored with the
+   length penalty of Wu et al. (2016, "GNMT"), which the paper's α refers to:
+
+       score(Y) = log p(Y | x) / lp(Y),    lp(Y) = ((5 + |Y|) / 6)^α           (|Y| counts the final EOS)
+
+   each sentence keeps its K best finished hypotheses;
+3. the K best candidates that do not end in EOS are the new live beams: the token history and the decoder
+   cache are reordered to follow them (``cache.reorder(index)``).
+
+A sentence is done when it holds K finished hypotheses and no live beam beats the worst of them at the current
+length, or when it reaches its maximum length (source length + ``max_len_b``; live beams are then finished
+as they are). The bound at the current length is exact for α = 0 (log-probabilities only decrease) and the
+usual heuristic for α > 0 (Hugging Face's ``early_stopping=False``); it keeps ``beam_size=1`` identical to
+greedy decoding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from qkv.decode.search import (
+    BOS,
+    EOS,
+    PAD,
+    check_source,
+    evaluating,
+    max_output_lengths,
+    next_token_log_probs,
+    strip_specials,
+)
+
+
+def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
+    """The GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^α (Wu et al. 2016, Eq. 14; used in §6.1 with α = 0.6).
+
+    Dividing a (negative) log-probability by lp(Y) > 1 favours longer hypotheses; α = 0 disables it.
+
+    Example:
+        >>> length_penalty(1, 0.6), length_penalty(7, 1.0)
+        (1.0, 2.0)
+    """
+    return ((5 + length) / 6) ** alpha
+
+
+def beam_search(
+    model: nn.Module,
+    src: Tensor,
+    *,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    max_len_b: int = 50,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """Beam search (§6.1), batched over sentences × beams, returning the best hypothesis of each sentence.
+
+    Args:
+        model: an encoder-decoder with ``encode``, ``src_mask``, ``new_cache`` and ``decode``
+            (see :mod:`qkv.decode.search`).
+        src: ``(B, S)`` source token ids, right-padded with PAD (0), usually ending in EOS.
+        beam_size: K, the number of live hypotheses per sentence (the paper uses 4 for translation, 21 for
+            parsing). ``beam_size=1`` gives exactly :func:`~qkv.decode.greedy_search`'s output.
+        alpha: α of the length penalty ((5 + |Y|) / 6)^α; 0 ranks by log-probability alone.
+        max_len_b: at most ``source length + max_len_b`` tokens per sentence, EOS included.
+        use_cache: incremental decoding with the KV cache (``True``) or re-running the whole prefix.
+
+    Returns:
+        One list of token ids per sentence, without BOS, EOS or PAD.
+
+    Example:
+        >>> cfg = TransformerConfig.preset("tiny", src_vocab_size=20, tgt_vocab_size=20)
+        >>> out = beam_search(Transformer(cfg), torch.tensor([[5, 6, 7, 2]]), beam_size=4, max_len_b=3)
+        >>> len(out), len(out[0]) <= 4 + 3
+        (1, True)
+    """
+    check_source(src)
+    if not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
+    if alpha < 0:
+        raise ValueError(f"alpha (length penalty exponent) must be >= 0, got {alpha}")
+    batch, k = src.shape[0], beam_size
+    if batch == 0:
+        return []
+    device = src.device
+    with evaluating(model):
+        memory_mask = model.src_mask(src)  # (B, 1, 1, S)
+        memory = model.encode(src)  # (B, S, D)
+        rows = torch.arange(batch, device=device).repeat_interleave(k)  # (B·K,): sentence of each row
+        memory, memory_mask = memory.index_select(0, rows), memory_mask.index_select(0, rows)  # (B·K, ...)
+        limits = max_output_lengths(model, src, max_len_b)  # (B,)
+        max_steps = int(limits.max())  # one host sync, before the loop
+        width = max_steps + 1  # BOS + at most max_steps tokens
+
+        tokens = torch.full((batch * k, width), PAD, dtype=torch.long, device=device)  # (B·K, 1 + T)
+        tokens[:, 0] = BOS
+        # Summed log-probabilities of the live beams. All beams start as the same empty prefix: keep only the
+        # first alive, or the K beams would propose the same candidates K times.
+        live_scores = torch.full((batch, k), -torch.inf, device=device)  # (B, K)
+        live_scores[:, 0] = 0.0
+        # The K best finished hypotheses of each sentence: normalized scores and token rows.
+        done_scores = torch.full((batch, k), -torch.inf, device=device)  # (B, K)
+        done_tokens = torch.full((batch, k, width), PAD, dtype=torch.long, device=device)  # (B, K, 1 + T)
+        done = limits <= 0  # (B,) sentences whose search is over
+        sentence_base = torch.arange(batch, device=device)[:, None] * k  # (B, 1): first row of each sentence
+        rank = torch.arange(2 * k, device=device)  # (2K,)
+        cache = model.new_cache() if use_cache else None
+
+        for step in range(max_steps):
+            length = step + 1  # |Y| of every hypothesis that ends at this step
+            log_probs = next_token_log_probs(model, tokens, step, memory, memory_mask, cache)  # (B·K, V)
+            per_beam = min(2 * k, log_probs.shape[-1])  # 2K, unless the vocabulary is smaller
+
+            # 1. The 2K best (beam, token) continuations of each sentence, by summed log-probability. Two
+            # stages (K·2K per sentence, then a stable sort) rather than one top-k over K·V: same result, and
+            # each beam's own ranking is never disturbed by rounding in the addition (so K = 1 is greedy).
+            cand_lp, cand_token = log_probs.topk(per_beam, dim=-1)  # (B·K, 2K)
+            cand_scores = (live_scores.view(-1, 1) + cand_lp).view(batch, k * per_beam)  # (B, K·2K)
+            order = cand_scores.sort(dim=-1, descending=True, stable=True).indices[:, : 2 * k]  # (B, 2K)
+            top_scores = cand_scores.gather(1, order)  # (B, 2K)
+            top_tokens = cand_token.view(batch, k * per_beam).gather(1, order)  # (B, 2K)
+            top_parent = order // per_beam + sentence_base  # (B, 2K): the row (in B·K) each extends
+
+            # 2. EOS candidates in the top K finish; keep each sentence's K best finished hypotheses.
+            is_eos = top_tokens == EOS  # (B, 2K)
+            finishing = is_eos & (rank < k) & ~done[:, None] & top_scores.isfinite()
+            new_scores = torch.where(finishing, top_scores / length_penalty(length, alpha), -torch.inf)
+            new_tokens = tokens.index_select(0, top_parent.view(-1)).view(batch, 2 * k, width)  # (B, 2K, 1+T)
+            new_tokens[:, :, length] = EOS
+            done_scores, done_tokens = _keep_best(done_scores, done_tokens, new_scores, new_tokens, k)
+
+            # 3. The K best non-EOS candidates are the new live beams (each beam proposes at most one EOS, so
+            # at least K of the 2K are not EOS).
+            pick = (rank + is_eos * 2 * k).argsort(dim=-1)[:, :k]  # (B, K) non-EOS first, in rank order
+            live_scores = top_scores.gather(1, pick)  # (B, K)
+            parent = top_parent.gather(1, pick).view(-1)  # (B·K,)
+            tokens = tokens.index_select(0, parent)  # (B·K, 1 + T)
+            tokens[:, length] = top_tokens.gather(1, pick).view(-1)
+            if cache is not None:
+                cache.reorder(parent)
+
+            # At its maximum length a sentence's live beams finish as they are (no EOS).
+            at_limit = (length >= limits) & ~done  # (B,)
+            cutting = at_limit[:, None] & live_scores.isfinite()  # (B, K)
+            cut_scores = torch.where(cutting, live_scores / length_penalty(length, alpha), -torch.inf)
+            done_scores, done_tokens = _keep_best(
+                done_scores, done_tokens, cut_scores, tokens.view(batch, k, width), k
+            )
+
+            # Done: K finished hypotheses and no live beam beats the worst of them (at the current length).
+            full = done_scores.isfinite().all(dim=-1)  # (B,)
+            best_live = live_scores.max(dim=-1).values / length_penalty(length, alpha)  # (B,)
+            done = done | at_limit | (full & (best_live <= done_scores.min(dim=-1).values))
+            if bool(done.all()):
+                break
+
+        best = done_scores.argmax(dim=-1)  # (B,)
+        best_tokens = done_tokens[torch.arange(batch, device=device), best]  # (B, 1 + T)
+        return strip_specials(best_tokens[:, 1:].tolist())
+
+
+def _keep_best(
+    scores: Tensor, tokens: Tensor, new_scores: Tensor, new_tokens: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
+    """Merge finished hypotheses (scores ``(B, K)``, tokens ``(B, K, W)``) with new ones ``(B, N)``,
+    ``(B, N, W)``, and keep the K best of each sentence.
+
+    Existing hypotheses come first, so on equal scores the earlier one is kept.
+    """
+    all_scores = torch.cat([scores, new_scores], dim=1)  # (B, K + N)
+    all_tokens = torch.cat([tokens, new_tokens], dim=1)  # (B, K + N, W)
+    keep = all_scores.sort(dim=-1, descending=True, stable=True).indices[:, :k]  # (B, K)
+    width = tokens.shape[-1]
+    return all_scores.gather(1, keep), all_tokens.gather(1, keep[:, :, None].expand(-1, -1, width))

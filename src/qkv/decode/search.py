@@ -1,0 +1,149 @@
+"""Greedy decoding, and the pieces every search shares (§6.1).
+
+Legend: B batch (sentences), S source length, T target length, D d_model, V target vocabulary size.
+
+Decoding works on any encoder-decoder with the core interface of :class:`qkv.Transformer`, so the RNN
+baselines reuse it::
+
+    memory = model.encode(src)                      # (B, S, D)
+    mask   = model.src_mask(src)                    # (B, 1, 1, S) bool
+    cache  = model.new_cache()                      # .reorder(index), .offset
+    logits = model.decode(tgt_new, memory, mask, cache=cache)   # (B, t, V)
+
+With ``use_cache=True`` each step feeds only the newest token and the cache holds the keys/values of the
+earlier ones; with ``use_cache=False`` the decoder re-reads the whole prefix every step (the same numbers,
+slower: it is what the benchmark compares against).
+
+The output length is bounded as in §6.1: "maximum output length to input length + 50", where the input length
+counts the source tokens that are not padding (the EOS appended to the source included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+PAD, BOS, EOS = 0, 1, 2  # the special token ids of the whole library (UNK = 3 is an ordinary output)
+
+
+def check_source(src: Tensor) -> None:
+    """Refuse anything but a ``(B, S)`` integer tensor of source token ids."""
+    if not isinstance(src, Tensor):
+        raise TypeError(f"src must be a torch.Tensor of token ids (B, S), got {type(src).__name__}")
+    if src.dim() != 2:
+        raise ValueError(f"src must be token ids of shape (B, S), got shape {tuple(src.shape)}")
+    if src.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"src must hold integer token ids, got {src.dtype}")
+
+
+def max_output_lengths(model: nn.Module, src: Tensor, max_len_b: int) -> Tensor:
+    """Per-sentence output limit ``(B,)``: source length (non-PAD tokens) + ``max_len_b`` (§6.1).
+
+    It is also capped at ``model.config.max_len`` when the model has one: producing L tokens feeds the decoder
+    L positions (BOS and the first L - 1 tokens).
+    """
+    if max_len_b < 0:
+        raise ValueError(f"max_len_b must be >= 0, got {max_len_b}")
+    limits = (src != PAD).sum(dim=1) + max_len_b  # (B,)
+    model_max = getattr(getattr(model, "config", None), "max_len", None)
+    if model_max is not None:
+        limits = limits.clamp(max=model_max)
+    return limits
+
+
+def next_token_log_probs(
+    model: nn.Module, tokens: Tensor, step: int, memory: Tensor, memory_mask: Tensor, cache
+) -> Tensor:
+    """log p(y_{step+1} | y_<=step, x) ``(B, V)`` for every row of ``tokens`` ``(B, >step)``.
+
+    ``tokens[:, 0]`` is BOS and ``tokens[:, 1 : step + 1]`` the tokens chosen so far. With a cache only the
+    newest token is fed; without one the whole prefix is. PAD and BOS are never valid outputs: their
+    log-probabilities are set to -inf so no search can choose them.
+    """
+    if cache is not None:
+        logits = model.decode(tokens[:, step : step + 1], memory, memory_mask, cache=cache)  # (B, 1, V)
+    else:
+        logits = model.decode(tokens[:, : step + 1], memory, memory_mask)  # (B, step + 1, V)
+    log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V), the softmax of §3.4
+    log_probs[:, PAD] = -torch.inf
+    log_probs[:, BOS] = -torch.inf
+    return log_probs
+
+
+def strip_specials(rows: list[list[int]]) -> list[list[int]]:
+    """Token ids per sentence without BOS, PAD, and without EOS and anything after it."""
+    out = []
+    for row in rows:
+        ids = []
+        for token in row:
+            if token == EOS:
+                break
+            if token not in (PAD, BOS):
+                ids.append(token)
+        out.append(ids)
+    return out
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) and no autograd while decoding; the model's training flag is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def greedy_search(
+    model: nn.Module, src: Tensor, *, max_len_b: int = 50, use_cache: bool = True
+) -> list[list[int]]:
+    """Greedy decoding: at every step take the most probable next token, argmax_y p(y | y_<t, x).
+
+    Batched: all sentences advance together; a sentence that emitted EOS (or reached its maximum length)
+    receives PAD from then on, and the loop ends when every sentence is finished — one ``.all()`` host sync
+    per step.
+
+    Args:
+        model: an encoder-decoder with ``encode``, ``src_mask``, ``new_cache`` and ``decode`` (see module).
+        src: ``(B, S)`` source token ids, right-padded with PAD (0), usually ending in EOS.
+        max_len_b: at most ``source length + max_len_b`` tokens are generated per sentence, EOS included
+            (§6.1 uses 50).
+        use_cache: feed one token per step and reuse cached keys/values (``True``), or re-run the decoder on
+            the whole prefix every step (``False``; same output, slower).
+
+    Returns:
+        One list of token ids per sentence, without BOS, EOS or PAD.
+
+    Example:
+        >>> cfg = TransformerConfig.preset("tiny", src_vocab_size=20, tgt_vocab_size=20)
+        >>> out = greedy_search(Transformer(cfg), torch.tensor([[5, 6, 7, 2]]), max_len_b=3)
+        >>> len(out), len(out[0]) <= 4 + 3
+        (1, True)
+    """
+    check_source(src)
+    batch = src.shape[0]
+    if batch == 0:
+        return []
+    with evaluating(model):
+        memory_mask = model.src_mask(src)  # (B, 1, 1, S)
+        memory = model.encode(src)  # (B, S, D)
+        limits = max_output_lengths(model, src, max_len_b)  # (B,)
+        max_steps = int(limits.max())  # one host sync, before the loop
+        tokens = torch.full((batch, max_steps + 1), PAD, dtype=torch.long, device=src.device)  # (B, 1 + T)
+        tokens[:, 0] = BOS
+        finished = limits <= 0  # (B,)
+        cache = model.new_cache() if use_cache else None
+        for step in range(max_steps):
+            log_probs = next_token_log_probs(model, tokens, step, memory, memory_mask, cache)  # (B, V)
+            next_token = log_probs.argmax(dim=-1)  # (B,)
+            next_token = next_token.masked_fill(finished, PAD)
+            tokens[:, step + 1] = next_token
+            finished = finished | (next_token == EOS) | (step + 1 >= limits)
+            if bool(finished.all()):
+                break
+        return strip_specials(tokens[:, 1:].tolist())

@@ -1,0 +1,232 @@
+"""An encoder-only text classifier, BERT-style: the Transformer's encoder (§3.1) plus a classification head.
+
+Legend: B batch, T tokens in a sentence, N = T (+1 with [CLS]), D d_model, H heads, C classes, V vocabulary.
+
+    h = Encoder(PE(Embed([CLS] x_1 … x_T)))            the encoder of §3.1, unchanged
+    logits = W · Dropout(h_[CLS])                        (B, C)      (pooling="cls", Devlin et al. 2019 §3)
+    logits = W · Dropout(mean_{t: x_t ≠ PAD} h_t)        (B, C)      (pooling="mean", the alternative)
+
+Why a [CLS] token. A classifier needs one vector per sentence, but the encoder gives one vector per token.
+BERT prepends a learned vector, [CLS], that is not a word: it has no meaning of its own to preserve, and in
+every layer it attends to all tokens of the sentence. Because only its final state feeds the classifier head,
+training shapes it into a summary of the sentence for the task — the model learns *where to look* (its
+attention) instead of being told to weigh every token equally. Mean pooling over the non-padding tokens is the
+simple alternative (no extra position; every token contributes equally); it is often as good for small models,
+so both are options.
+
+The [CLS] vector here is an ``nn.Parameter`` prepended to the embedded sentence (so it needs no vocabulary
+id), and the encoder is :class:`qkv.models.transformer.Encoder`, the same stack the translation model uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Self
+
+import torch
+from torch import Tensor, nn
+
+from qkv.config import ConfigError, config_from_dict
+from qkv.models.transformer import Encoder
+from qkv.nn.embedding import TokenEmbedding
+from qkv.nn.masks import padding_mask
+from qkv.nn.positional import PositionalEncoding
+
+POOLINGS = ("cls", "mean")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # tests and demos: trains in seconds
+    "tiny": dict(d_model=32, n_heads=2, d_ff=64, n_layers=1, dropout=0.0, max_len=64),
+    # SST-2 from scratch on a CPU in minutes (see bench/sst2.py)
+    "sst2": dict(
+        d_model=128,
+        n_heads=4,
+        d_ff=256,
+        n_layers=2,
+        dropout=0.3,
+        attention_dropout=0.1,
+        activation="gelu",
+        positional="learned",
+        max_len=96,
+    ),
+    # BERT-base's shape (Devlin et al. 2019), for reference; far too big for a CPU
+    "bert-base": dict(
+        d_model=768,
+        n_heads=12,
+        d_ff=3072,
+        n_layers=12,
+        dropout=0.1,
+        activation="gelu",
+        norm="post",
+        positional="learned",
+        max_len=512,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Hyper-parameters of :class:`TextClassifier` (frozen, validated on construction).
+
+    Args:
+        vocab_size: number of token ids V (including PAD and, for MLM pre-training, the [MASK] id).
+        n_classes: number of classes C (2 for SST-2).
+        d_model, n_heads, d_ff, n_layers: encoder sizes, as in :class:`qkv.TransformerConfig`.
+        dropout: residual/embedding dropout (§5.4) and dropout before the head.
+        attention_dropout, activation_dropout: extra dropouts (not in the paper; 0 by default).
+        activation: ``"relu"`` (paper) or ``"gelu"`` (BERT; flagged option).
+        norm: ``"post"`` (paper and BERT) or ``"pre"`` (flagged option).
+        positional: ``"sinusoidal"`` (paper) or ``"learned"`` (BERT; flagged option).
+        pooling: ``"cls"`` (a learned [CLS] vector is prepended; its final state feeds the head) or ``"mean"``
+            (mean of the final states of the non-padding tokens; no [CLS]).
+        max_len: most tokens per sentence (not counting [CLS]); longer inputs are an error.
+        pad_id: padding id (masked out of attention and of mean pooling).
+        mask_id: the [MASK] id used by MLM pre-training (``qkv.train.mlm``), or ``None``.
+        eps: LayerNorm epsilon.
+    """
+
+    vocab_size: int
+    n_classes: int = 2
+    d_model: int = 128
+    n_heads: int = 4
+    d_ff: int = 512
+    n_layers: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    activation: str = "gelu"
+    norm: str = "post"
+    positional: str = "sinusoidal"
+    pooling: str = "cls"
+    max_len: int = 128
+    pad_id: int = 0
+    mask_id: int | None = None
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value > 0):
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if not (isinstance(self.n_classes, int) and self.n_classes >= 2):
+            raise ConfigError(f"n_classes must be an int >= 2, got {self.n_classes!r}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        for name in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        choices = {
+            "activation": ("relu", "gelu"),
+            "norm": ("post", "pre"),
+            "positional": ("sinusoidal", "learned"),
+            "pooling": POOLINGS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0 <= self.pad_id < self.vocab_size:
+            raise ConfigError(f"pad_id {self.pad_id} is outside the vocabulary of {self.vocab_size}")
+        if self.mask_id is not None and not (
+            0 <= self.mask_id < self.vocab_size and self.mask_id != self.pad_id
+        ):
+            raise ConfigError(
+                f"mask_id {self.mask_id} must be a non-pad id below vocab_size {self.vocab_size}"
+            )
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Self:
+        """A named preset (``tiny``, ``sst2``, ``bert-base``) with overrides (``vocab_size`` is required)."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown classifier preset {name!r}; presets: {sorted(PRESETS)}")
+        return config_from_dict(cls, {**PRESETS[name], **overrides}, where=f"preset {name!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> Self:
+        return config_from_dict(type(self), {**self.to_dict(), **changes})
+
+
+class TextClassifier(nn.Module):
+    """Encoder-only sentence classifier with [CLS] or mean pooling (see the module docstring).
+
+    Args:
+        config: a :class:`ClassifierConfig`.
+
+    Shape:
+        - tokens ``(B, T)`` int64, right-padded with ``config.pad_id`` (no BOS/EOS needed).
+        - ``forward`` -> logits ``(B, C)``; with ``return_attention=True`` also a list of L encoder maps
+          ``(B, H, N, N)`` where N = T + 1 with [CLS] (position 0 is [CLS]) or N = T with mean pooling.
+        - ``encode`` -> final states ``(B, N, D)`` and the key mask ``(B, 1, 1, N)``.
+
+    Example:
+        >>> model = TextClassifier(ClassifierConfig.preset("tiny", vocab_size=100))
+        >>> model(torch.randint(1, 100, (3, 7))).shape
+        torch.Size([3, 2])
+    """
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.embed = TokenEmbedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.cls = nn.Parameter(torch.randn(1, 1, c.d_model) * 0.02) if c.pooling == "cls" else None
+        n_positions = c.max_len + (1 if c.pooling == "cls" else 0)
+        self.pos = PositionalEncoding(c.d_model, n_positions, c.positional)
+        self.embed_dropout = nn.Dropout(c.dropout)
+        self.encoder = Encoder(
+            c.n_layers,
+            d_model=c.d_model,
+            n_heads=c.n_heads,
+            d_ff=c.d_ff,
+            dropout=c.dropout,
+            attention_dropout=c.attention_dropout,
+            activation_dropout=c.activation_dropout,
+            activation=c.activation,
+            norm=c.norm,
+            eps=c.eps,
+        )
+        self.head_dropout = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.d_model, c.n_classes)  # the classifier on the pooled state
+
+    def _check(self, tokens: Tensor) -> None:
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be (B, T) ids, got shape {tuple(tokens.shape)}")
+        if tokens.shape[1] > self.config.max_len:
+            raise ValueError(
+                f"sentence of {tokens.shape[1]} tokens is longer than max_len={self.config.max_len}; "
+                "truncate it or build the model with a larger max_len"
+            )
+
+    def encode(self, tokens: Tensor, return_attention: bool = False):
+        """Final encoder states ``(B, N, D)``, the key mask ``(B, 1, 1, N)`` and (optionally) the maps."""
+        self._check(tokens)
+        x = self.embed(tokens)  # (B, T, D)
+        mask = padding_mask(tokens, self.config.pad_id)  # (B, 1, 1, T)
+        if self.cls is not None:
+            x = torch.cat([self.cls.expand(x.shape[0], 1, -1).to(x.dtype), x], dim=1)  # (B, 1 + T, D)
+            cls_key = torch.ones_like(mask[..., :1])  # [CLS] is always a real key
+            mask = torch.cat([cls_key, mask], dim=-1)  # (B, 1, 1, 1 + T)
+        x = self.embed_dropout(self.pos(x))  # (B, N, D)
+        h, maps = self.encoder(x, mask, need_weights=return_attention)  # (B, N, D)
+        return h, mask, maps
+
+    def pool(self, h: Tensor, mask: Tensor) -> Tensor:
+        """One vector per sentence ``(B, D)``: the [CLS] state or the mean over non-padding positions."""
+        if self.config.pooling == "cls":
+            return h[:, 0]  # (B, D)
+        keep = mask[:, 0, 0, :, None].to(h.dtype)  # (B, T, 1)
+        return (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
+
+    def forward(self, tokens: Tensor, return_attention: bool = False):
+        """Logits ``(B, C)`` (and the list of L encoder maps ``(B, H, N, N)`` with ``return_attention``)."""
+        h, mask, maps = self.encode(tokens, return_attention)
+        logits = self.head(self.head_dropout(self.pool(h, mask)))  # (B, C)
+        return (logits, maps) if return_attention else logits
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

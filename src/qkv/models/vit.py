@@ -1,0 +1,210 @@
+"""Vision Transformer (Dosovitskiy et al. 2021, "An Image is Worth 16x16 Words"), built from qkv's encoder.
+
+Legend: B batch, C channels, Hi×Wi image size, P patch size, Np = (Hi/P)·(Wi/P) patches, N = Np + 1 tokens,
+D d_model, H heads, K classes.
+
+    x_p = PatchEmbed(image)                (B, Np, D)   a linear map of each flattened P×P patch
+    z_0 = [x_cls; x_p] + E_pos             (B, N, D)    learned [CLS] and learned positions (ViT Eq. 1)
+    z_L = Encoder(z_0)                     (B, N, D)    the encoder of §3.1, **pre-LN** (ViT Eq. 2-4)
+    logits = Head(LayerNorm(z_L[:, 0]))    (B, K)       (the encoder's final LayerNorm; ViT Eq. 4)
+
+Patch embedding: a ``Conv2d`` with ``kernel_size = stride = P``. It is exactly "flatten each P×P patch and
+apply one shared Linear map" (``unfold`` + ``Linear``): each output position sees one non-overlapping patch
+and the kernel is the Linear weight reshaped to ``(D, C, P, P)``. The convolution does it in one fused call
+without materialising the unfolded patches, and is what the reference implementation uses.
+
+Deviation from the Transformer paper, flagged: ViT places LayerNorm *before* each sublayer (pre-LN,
+``norm="pre"``, with a final LayerNorm after the stack), uses GELU in the FFN and learned position embeddings.
+All three are options of the shared encoder; post-LN is available for comparison.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Self
+
+import torch
+from torch import Tensor, nn
+
+from qkv.config import ConfigError, config_from_dict
+from qkv.models.transformer import Encoder
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # 8×8 scikit-learn digits: trains in seconds (tests)
+    "digits": dict(
+        image_size=8, patch_size=2, in_channels=1, d_model=64, n_heads=4, d_ff=128, n_layers=2, dropout=0.0
+    ),
+    # 28×28 MNIST on a CPU in minutes (see bench/vit.py)
+    "mnist": dict(
+        image_size=28, patch_size=7, in_channels=1, d_model=64, n_heads=4, d_ff=128, n_layers=4, dropout=0.0
+    ),
+    # ViT-Base/16 (Dosovitskiy et al. Table 1), for reference
+    "vit-base": dict(
+        image_size=224,
+        patch_size=16,
+        in_channels=3,
+        d_model=768,
+        n_heads=12,
+        d_ff=3072,
+        n_layers=12,
+        dropout=0.1,
+        n_classes=1000,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Hyper-parameters of :class:`ViT` (frozen, validated).
+
+    Args:
+        image_size: side of the (square) input images.
+        patch_size: side P of the square patches; must divide ``image_size``.
+        in_channels: image channels C (1 for digits).
+        n_classes: number of classes K.
+        d_model, n_heads, d_ff, n_layers: encoder sizes.
+        dropout: residual/embedding dropout; attention_dropout: dropout on attention weights.
+        activation: ``"gelu"`` (ViT) or ``"relu"`` (the Transformer paper).
+        norm: ``"pre"`` (ViT; flagged deviation from the paper's post-LN) or ``"post"``.
+        eps: LayerNorm epsilon.
+    """
+
+    image_size: int = 28
+    patch_size: int = 4
+    in_channels: int = 1
+    n_classes: int = 10
+    d_model: int = 96
+    n_heads: int = 4
+    d_ff: int = 192
+    n_layers: int = 4
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation: str = "gelu"
+    norm: str = "pre"
+    eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        for name in (
+            "image_size",
+            "patch_size",
+            "in_channels",
+            "n_classes",
+            "d_model",
+            "n_heads",
+            "d_ff",
+            "n_layers",
+        ):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value > 0):
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        if self.image_size % self.patch_size:
+            raise ConfigError(f"patch_size {self.patch_size} must divide image_size {self.image_size}")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        for name in ("dropout", "attention_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.activation not in ("relu", "gelu") or self.norm not in ("pre", "post"):
+            raise ConfigError(
+                f"activation must be relu|gelu and norm pre|post, got {self.activation}, {self.norm}"
+            )
+
+    @property
+    def grid(self) -> int:
+        """Patches per side: ``image_size // patch_size``."""
+        return self.image_size // self.patch_size
+
+    @property
+    def n_patches(self) -> int:
+        return self.grid**2
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> Self:
+        """A named preset (``digits``, ``mnist``, ``vit-base``) with overrides."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown ViT preset {name!r}; presets: {sorted(PRESETS)}")
+        return config_from_dict(cls, {**PRESETS[name], **overrides}, where=f"preset {name!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class PatchEmbedding(nn.Module):
+    """Split an image into P×P patches and map each linearly to D: ``Conv2d(C, D, kernel=stride=P)``.
+
+    Shape:
+        ``(B, C, Hi, Wi) -> (B, Np, D)``, patches in row-major order (row by row, left to right).
+    """
+
+    def __init__(self, in_channels: int, d_model: int, patch_size: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, d_model, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = self.proj(images)  # (B, D, Hi/P, Wi/P)
+        return x.flatten(2).transpose(1, 2)  # (B, D, Np) -> (B, Np, D)
+
+
+class ViT(nn.Module):
+    """Vision Transformer classifier: patches + [CLS] + learned positions -> pre-LN encoder -> head on [CLS].
+
+    Args:
+        config: a :class:`ViTConfig`.
+
+    Shape:
+        - images ``(B, C, Hi, Wi)`` float (or ``(B, Hi, Wi)`` for one channel).
+        - ``forward`` -> logits ``(B, K)``; with ``return_attention=True`` also the list of L encoder maps
+          ``(B, H, N, N)`` (token 0 is [CLS], token 1 + i is patch i in row-major order).
+
+    Example:
+        >>> model = ViT(ViTConfig.preset("digits"))
+        >>> model(torch.rand(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        self.patch_embed = PatchEmbedding(c.in_channels, c.d_model, c.patch_size)
+        self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model))
+        self.pos_embed = nn.Parameter(torch.randn(1, c.n_patches + 1, c.d_model) * 0.02)  # learned E_pos
+        self.embed_dropout = nn.Dropout(c.dropout)
+        self.encoder = Encoder(
+            c.n_layers,
+            d_model=c.d_model,
+            n_heads=c.n_heads,
+            d_ff=c.d_ff,
+            dropout=c.dropout,
+            attention_dropout=c.attention_dropout,
+            activation_dropout=0.0,
+            activation=c.activation,
+            norm=c.norm,
+            eps=c.eps,
+        )  # pre-LN ends in a LayerNorm: the ViT's LN before the head (Eq. 4)
+        self.head = nn.Linear(c.d_model, c.n_classes)
+        nn.init.zeros_(self.head.weight)  # ViT initialises the head to zero
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, images: Tensor, return_attention: bool = False):
+        c = self.config
+        if images.dim() == 3 and c.in_channels == 1:
+            images = images[:, None]  # (B, Hi, Wi) -> (B, 1, Hi, Wi)
+        if images.dim() != 4 or tuple(images.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
+            raise ValueError(
+                f"images must be (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
+                f"got {tuple(images.shape)}"
+            )
+        x = self.patch_embed(images)  # (B, Np, D)
+        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N, D)
+        x = self.embed_dropout(x + self.pos_embed)  # (B, N, D)
+        h, maps = self.encoder(x, None, need_weights=return_attention)  # (B, N, D)
+        logits = self.head(h[:, 0])  # (B, K): [CLS]
+        return (logits, maps) if return_attention else logits
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,286 @@
+"""Training loop for sequence and image classifiers (:class:`~qkv.models.classifier.TextClassifier`, ViT).
+
+Legend: B batch, T tokens, C classes.
+
+The recipe is BERT's fine-tuning one (Devlin et al. 2019, §A.3) rather than the translation schedule of §5.3:
+AdamW, linear warm-up then linear decay of the learning rate, gradient clipping, cross-entropy on the logits.
+Sentences are batched by similar length (shuffled within chunks) so that little compute goes to padding.
+
+Also here: :func:`save_model` / :func:`load_model`, a model folder of ``model.safetensors`` (weights; loading
+never unpickles) and ``config.json`` (architecture name, config, and free-form metadata).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from qkv.config import ConfigError
+
+
+@dataclass(frozen=True)
+class ClassifyTrainConfig:
+    """Hyper-parameters of :func:`train_classifier`.
+
+    Args:
+        epochs: passes over the training set.
+        batch_size: examples per step.
+        lr: peak learning rate of AdamW.
+        weight_decay: decoupled weight decay (not applied to biases, LayerNorms, embeddings' [CLS]/positions).
+        warmup: fraction of all steps spent warming up linearly (then linear decay to 0).
+        label_smoothing: ε of label smoothing (§5.4); 0 by default for classification.
+        grad_clip: clip the global gradient norm (0 = off).
+        seed: seeds batching order and dropout.
+    """
+
+    epochs: int = 4
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup: float = 0.06
+    label_smoothing: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if not (self.lr > 0 and 0 <= self.warmup < 1 and 0 <= self.label_smoothing < 1):
+            raise ConfigError(
+                f"bad lr/warmup/label_smoothing: {self.lr}, {self.warmup}, {self.label_smoothing}"
+            )
+
+
+def collate_tokens(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> Tensor:
+    """Right-pad token id lists into a ``(B, T_max)`` int64 tensor (at least one column)."""
+    width = max(1, max((len(s) for s in seqs), default=1))
+    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def length_batches(
+    lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0
+) -> list[list[int]]:
+    """Index batches of similar lengths: shuffle, sort within chunks of 50 batches, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        # matrices of linear maps decay; biases, norms, embeddings-like vectors ([CLS], positions) do not
+        is_matrix = p.dim() >= 2 and "embed" not in name and "pos" not in name and name != "cls"
+        (decay if is_matrix else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int, warmup: float):
+    """AdamW with linear warm-up over ``warmup·total_steps`` steps, then linear decay to zero (BERT)."""
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+    warm = max(1, int(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, inputs: Sequence, *, batch_size: int = 256, pad_id: int = 0) -> Tensor:
+    """Logits ``(N, C)`` for token id lists (padded per batch) or for a tensor of images ``(N, ...)``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits = torch.empty(0, 0)
+    if isinstance(inputs, Tensor):
+        chunks = [
+            model(inputs[s : s + batch_size].to(device)).float().cpu()
+            for s in range(0, len(inputs), batch_size)
+        ]
+        logits = torch.cat(chunks) if chunks else logits
+    else:
+        for batch in length_batches([len(s) for s in inputs], batch_size, shuffle=False):
+            lg = model(collate_tokens([inputs[i] for i in batch], pad_id).to(device)).float().cpu()  # (b, C)
+            if logits.numel() == 0:
+                logits = lg.new_empty(len(inputs), lg.shape[-1])
+            logits[torch.tensor(batch)] = lg
+    model.train(was_training)
+    return logits
+
+
+def accuracy(model: nn.Module, inputs: Sequence, labels: Sequence[int], *, pad_id: int = 0) -> float:
+    """Fraction of examples whose arg-max logit is the label."""
+    logits = predict_logits(model, inputs, pad_id=pad_id)
+    return (logits.argmax(-1) == torch.as_tensor(list(labels))).float().mean().item()
+
+
+def train_classifier(
+    model: nn.Module,
+    train_inputs: Sequence,
+    train_labels: Sequence[int],
+    config: ClassifyTrainConfig,
+    *,
+    dev: tuple[Sequence, Sequence[int]] | None = None,
+    pad_id: int = 0,
+    augment: Callable[[Tensor], Tensor] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train ``model`` to classify; returns one record per epoch: epoch, loss, train_acc, dev_acc.
+
+    Args:
+        model: maps ``(B, T)`` token ids (or ``(B, ...)`` images) to logits ``(B, C)``.
+        train_inputs: token id lists (variable length) or an image tensor ``(N, ...)``.
+        train_labels: ``N`` class ids.
+        config: a :class:`ClassifyTrainConfig`.
+        dev: optional ``(inputs, labels)`` evaluated after every epoch.
+        pad_id: padding id for token inputs.
+        augment: optional function applied to each image batch during training (e.g. random shifts).
+        on_epoch: called with each epoch's record (the CLI prints it).
+        on_step: called with ``(step, loss)`` after every optimizer step.
+    """
+    if len(train_inputs) != len(train_labels):
+        raise ValueError(f"{len(train_inputs)} inputs but {len(train_labels)} labels")
+    torch.manual_seed(config.seed)
+    device = next(model.parameters()).device
+    images = isinstance(train_inputs, Tensor)
+    labels_t = torch.as_tensor(list(train_labels), dtype=torch.long)
+    lengths = [1] * len(train_inputs) if images else [len(s) for s in train_inputs]
+    steps_per_epoch = math.ceil(len(train_inputs) / config.batch_size)
+    optimizer, scheduler = make_optimizer(
+        model, config.lr, config.weight_decay, steps_per_epoch * config.epochs, config.warmup
+    )
+    history, step = [], 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        if images:
+            perm = torch.randperm(
+                len(train_inputs), generator=torch.Generator().manual_seed(config.seed + epoch)
+            )
+            batches = [perm[i : i + config.batch_size] for i in range(0, len(perm), config.batch_size)]
+        else:
+            batches = length_batches(lengths, config.batch_size, shuffle=True, seed=config.seed + epoch)
+        for batch in batches:
+            if images:
+                x = train_inputs[batch]
+                if augment is not None:
+                    x = augment(x)
+            else:
+                x = collate_tokens([train_inputs[i] for i in batch], pad_id)  # (B, T)
+            y = labels_t[torch.as_tensor(batch)].to(device)  # (B,)
+            logits = model(x.to(device))  # (B, C)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(-1) == y).sum().item()
+            seen += len(y)
+            if on_step is not None:
+                on_step(step, loss.item())
+        record = {"epoch": epoch, "loss": total_loss / seen, "train_acc": correct / seen}
+        if dev is not None:
+            record["dev_acc"] = accuracy(model, dev[0], dev[1], pad_id=pad_id)
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    return history
+
+
+# -- model folders ----------------------------------------------------------------------------------------
+
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+def save_model(folder: str | Path, model: nn.Module, arch: str, meta: dict[str, Any] | None = None) -> Path:
+    """Write ``model.safetensors`` and ``config.json`` (``arch``, ``config``, ``meta``) into ``folder``.
+
+    Each file is written to a temporary name and renamed, so a crash never leaves a half-written file.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, folder / WEIGHTS)
+    info = {"arch": arch, "config": asdict(model.config), "meta": meta or {}}
+    tmp = folder / (CONFIG + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2))
+    os.replace(tmp, folder / CONFIG)
+    return folder
+
+
+def read_model_info(folder: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a model folder: ``{"arch", "config", "meta"}``."""
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"not a model folder (no {CONFIG}): {folder}")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+    for key in ("arch", "config"):
+        if key not in info:
+            raise ValueError(f"{path}: missing key {key!r}")
+    return info
+
+
+def load_state(folder: str | Path) -> dict[str, Tensor]:
+    """The weights of a model folder (safetensors: no code is unpickled)."""
+    path = Path(folder) / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"no weights in model folder: expected {path}")
+    return load_file(str(path))
+
+
+def load_model(
+    folder: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model saved by :func:`save_model`; returns ``(model in eval mode, meta)``."""
+    info = read_model_info(folder)
+    arch = info["arch"]
+    if arch == "classifier":
+        from qkv.models.classifier import ClassifierConfig, TextClassifier
+
+        model = TextClassifier(ClassifierConfig.from_dict(info["config"]))
+    elif arch == "vit":
+        from qkv.models.vit import ViT, ViTConfig
+
+        model = ViT(ViTConfig.from_dict(info["config"]))
+    else:
+        raise ValueError(f"{folder}: unknown model arch {arch!r} (expected 'classifier' or 'vit')")
+    model.load_state_dict(load_state(folder))
+    return model.to(map_location).eval(), info.get("meta", {})

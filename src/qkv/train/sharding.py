@@ -1,0 +1,192 @@
+"""Memory levers for large models: fully sharded data parallel (FSDP) and activation checkpointing.
+
+Neither changes the maths of the Transformer (§3); both trade time for memory so that a bigger model or batch
+fits on each device.
+
+- **Activation checkpointing** keeps only each layer's *input* during the forward pass and recomputes the
+  layer's inside during the backward pass (Chen et al. 2016). Memory for activations drops from
+  O(L · everything inside a layer) to O(L · B·T·D) plus one layer's worth; the price is one extra forward of
+  every layer (≈ +33 % compute). Dropout masks are reproduced exactly in the recomputation (the RNG state is
+  saved), so loss and gradients are those of the plain model.
+- **FSDP** shards every parameter, gradient and optimizer state across the ``W`` data-parallel ranks
+  (ZeRO-3, Rajbhandari et al. 2020): each rank keeps 1/W of them and all-gathers a layer's full weights just
+  before using it. With one FSDP unit per encoder/decoder layer only one layer's full weights exist at a
+  time. It needs an initialised process group (``torchrun`` sets one up).
+
+Both are applied from outside: the model files are not changed, and ``state_dict()`` keys stay those of the
+plain model (checkpoints load either way). The trainer calls them behind its ``activation_checkpointing``
+and ``fsdp`` flags; apply checkpointing first, then FSDP, then build the optimizer (FSDP replaces the
+parameters by sharded ones).
+
+Example:
+    >>> model = apply_activation_checkpointing(Transformer(config))
+    >>> model = wrap_fsdp(model, param_dtype=torch.bfloat16)  # inside torchrun, after init_process_group
+    >>> optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+from torch import nn
+
+from qkv.nn.layers import DecoderLayer, EncoderLayer
+
+#: The modules that become one checkpointing / sharding unit each: the N layers of the encoder and decoder.
+LAYER_TYPES: tuple[type[nn.Module], ...] = (EncoderLayer, DecoderLayer)
+
+
+def apply_activation_checkpointing(
+    model: nn.Module, layer_types: tuple[type[nn.Module], ...] = LAYER_TYPES
+) -> nn.Module:
+    """Recompute every encoder/decoder layer in the backward pass instead of storing its activations.
+
+    Each module of ``layer_types`` is wrapped, in place, by PyTorch's ``checkpoint_wrapper`` (non-reentrant
+    :func:`torch.utils.checkpoint.checkpoint`, RNG state preserved). The wrapper strips its own name from
+    ``state_dict()`` keys, so checkpoints of the plain and the checkpointed model are interchangeable.
+    Without gradients (evaluation, decoding) the layers run once, as usual.
+
+    Do not combine with a decoding cache while gradients are enabled: the recomputation would append the
+    same keys/values to the cache a second time.
+
+    Args:
+        model: any module containing the layers, e.g. a :class:`qkv.Transformer` or a classifier.
+        layer_types: the module classes to checkpoint (default: :class:`EncoderLayer`, :class:`DecoderLayer`).
+
+    Returns:
+        ``model`` itself, modified in place.
+
+    Example:
+        >>> model = apply_activation_checkpointing(Transformer(config))
+        >>> model(src, tgt).sum().backward()  # same gradients, less activation memory
+    """
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        CheckpointImpl,
+        CheckpointWrapper,
+        checkpoint_wrapper,
+    )
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        apply_activation_checkpointing as apply_wrapper,
+    )
+
+    if any(isinstance(m, CheckpointWrapper) for m in model.modules()):
+        raise ValueError("activation checkpointing is already applied to this model")
+    if not any(isinstance(m, layer_types) for m in model.modules()):
+        names = ", ".join(t.__name__ for t in layer_types)
+        raise ValueError(f"{type(model).__name__} contains no {names} to checkpoint")
+    wrap = functools.partial(checkpoint_wrapper, checkpoint_impl=CheckpointImpl.NO_REENTRANT)
+    apply_wrapper(model, checkpoint_wrapper_fn=wrap, check_fn=lambda m: isinstance(m, layer_types))
+    return model
+
+
+def _fully_shard():
+    """FSDP2's ``fully_shard`` (public in ``torch.distributed.fsdp`` from torch 2.6), or None."""
+    try:
+        from torch.distributed.fsdp import fully_shard
+    except ImportError:
+        return None
+    return fully_shard
+
+
+def _sharding_units(model: nn.Module, layer_types: tuple[type[nn.Module], ...]) -> list[nn.Module]:
+    """The layers to shard one by one, in order: a checkpoint wrapper rather than the layer inside it."""
+    units: list[nn.Module] = []
+    inside: set[int] = set()
+    for module in model.modules():  # parents come before their children
+        inner = getattr(module, "_checkpoint_wrapped_module", None)
+        if isinstance(inner, layer_types):
+            units.append(module)
+            inside.add(id(inner))
+        elif isinstance(module, layer_types) and id(module) not in inside:
+            units.append(module)
+    return units
+
+
+def wrap_fsdp(
+    model: nn.Module,
+    *,
+    param_dtype: torch.dtype | None = None,
+    reduce_dtype: torch.dtype | None = None,
+    reshard_after_forward: bool = True,
+    mesh=None,
+    layer_types: tuple[type[nn.Module], ...] = LAYER_TYPES,
+    prefer_fsdp2: bool = True,
+) -> nn.Module:
+    """Shard ``model`` across the data-parallel ranks: one FSDP unit per encoder/decoder layer, then the root.
+
+    Uses FSDP2 (``torch.distributed.fsdp.fully_shard``, torch ≥ 2.6): each layer, then the whole model
+    (embeddings, tied generator, final norms), is sharded in place; the parameters become ``DTensor`` shards
+    and ``model.encode`` / ``model.decode`` stay usable (registered as FSDP forward methods). On older torch
+    (or ``prefer_fsdp2=False``) it falls back to ``FullyShardedDataParallel`` with a transformer auto-wrap
+    policy over the same layers, which returns a wrapper whose only entry point is ``forward``.
+
+    The process group must be initialised (``torch.distributed.init_process_group``, e.g. by ``torchrun``)
+    and, on GPUs, the model already on this rank's device. Build the optimizer *after* this call.
+
+    Args:
+        model: the model (e.g. a :class:`qkv.Transformer`), optionally with activation checkpointing applied.
+        param_dtype: mixed precision: dtype the gathered weights are computed in (e.g. ``torch.bfloat16``);
+            ``None`` keeps the parameters' dtype. The sharded master weights stay in their own dtype.
+        reduce_dtype: dtype of the gradient reduce-scatter (default: ``param_dtype``; fp32 is safer).
+        reshard_after_forward: free each layer's gathered weights after its forward (ZeRO-3, least memory)
+            or keep them until the backward (ZeRO-2 style, one all-gather fewer per layer).
+        mesh: FSDP2 ``DeviceMesh``; default: all ranks of the default group on the parameters' device type.
+        layer_types: the classes that become one FSDP unit each.
+        prefer_fsdp2: use FSDP2 when available (default); ``False`` forces the FSDP1 wrapper.
+
+    Returns:
+        The sharded model: ``model`` itself (FSDP2) or a ``FullyShardedDataParallel`` wrapper (FSDP1).
+
+    Example:
+        >>> torch.distributed.init_process_group("nccl")  # under torchrun
+        >>> model = wrap_fsdp(Transformer(config).cuda(), param_dtype=torch.bfloat16,
+        ...                   reduce_dtype=torch.float32)
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "wrap_fsdp needs an initialised process group: run under torchrun and call "
+            "torch.distributed.init_process_group() first (backend 'nccl' on GPUs, 'gloo' on CPU)"
+        )
+    units = _sharding_units(model, layer_types)
+    if not units:
+        names = ", ".join(t.__name__ for t in layer_types)
+        raise ValueError(f"{type(model).__name__} contains no {names} to shard")
+    fully_shard = _fully_shard() if prefer_fsdp2 else None
+
+    if fully_shard is not None:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, register_fsdp_forward_method
+
+        if mesh is None:
+            device_type = next(model.parameters()).device.type
+            if device_type == "meta":  # not materialised yet: FSDP2 will create the shards on the mesh device
+                device_type = "cuda" if torch.cuda.is_available() else "cpu"
+            mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype or param_dtype)
+        for unit in units:
+            fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+        fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+        for method in ("encode", "decode"):  # entry points besides forward (decoding, attention maps)
+            if callable(getattr(model, method, None)):
+                register_fsdp_forward_method(model, method)
+        return model
+
+    from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision, ShardingStrategy
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    mixed = None
+    if param_dtype is not None:
+        mixed = MixedPrecision(param_dtype=param_dtype, reduce_dtype=reduce_dtype or param_dtype)
+    strategy = ShardingStrategy.FULL_SHARD if reshard_after_forward else ShardingStrategy.SHARD_GRAD_OP
+    policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=set(layer_types))
+    return FullyShardedDataParallel(
+        model,
+        auto_wrap_policy=policy,
+        sharding_strategy=strategy,
+        mixed_precision=mixed,
+        device_id=next(model.parameters()).device,  # cpu (gloo) or this rank's GPU
+        use_orig_params=True,
+    )

@@ -1,0 +1,177 @@
+"""TextClassifier (BERT-style encoder classifier), SST-2 reading, the classification loop and the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from qkv.cli import main
+from qkv.config import ConfigError
+from qkv.data.sst2 import SST2FormatError, read_sst2
+from qkv.models.classifier import ClassifierConfig, TextClassifier
+from qkv.train.classify import (
+    ClassifyTrainConfig,
+    accuracy,
+    collate_tokens,
+    load_model,
+    predict_logits,
+    save_model,
+    train_classifier,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: one thread avoids thread-pool overhead, which dominates on a shared 2-core machine
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny(pooling="cls", **kw):
+    return TextClassifier(ClassifierConfig.preset("tiny", vocab_size=40, pooling=pooling, **kw)).eval()
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_shapes_and_attention(pooling):
+    model = tiny(pooling, n_layers=2)
+    tokens = torch.randint(4, 40, (3, 7))
+    logits, maps = model(tokens, return_attention=True)
+    n = 8 if pooling == "cls" else 7  # [CLS] adds one position
+    assert logits.shape == (3, 2)
+    assert len(maps) == 2 and maps[0].shape == (3, 2, n, n)
+    assert torch.allclose(maps[0].sum(-1), torch.ones(3, 2, n), atol=1e-5)
+
+
+def test_cls_vs_mean_pooling():
+    model = tiny("mean")
+    tokens = torch.tensor([[5, 6, 7, 0, 0]])
+    h, mask, _ = model.encode(tokens)
+    assert torch.allclose(model.pool(h, mask), h[0, :3].mean(0, keepdim=True), atol=1e-6)  # pads excluded
+    cls_model = tiny("cls")
+    h, mask, _ = cls_model.encode(tokens)
+    assert h.shape[1] == 6 and mask[0, 0, 0].tolist() == [True, True, True, True, False, False]
+    assert torch.equal(cls_model.pool(h, mask), h[:, 0])
+    assert cls_model.cls is not None and model.cls is None
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_padding_does_not_change_prediction(pooling):
+    model = tiny(pooling, n_layers=2, dropout=0.1).eval()
+    alone = torch.tensor([[5, 9, 12]])
+    batch = collate_tokens([[5, 9, 12], [7, 8, 9, 10, 11, 12, 13]])  # first row padded with 4 PADs
+    assert batch[0].tolist() == [5, 9, 12, 0, 0, 0, 0]
+    with torch.no_grad():
+        assert torch.allclose(model(alone)[0], model(batch)[0], atol=1e-5)
+
+
+def test_tiny_classifier_learns_separable_task():
+    # class 1 iff the sentence contains token 5; lengths vary, so padding is exercised
+    g = torch.Generator().manual_seed(0)
+    seqs, labels = [], []
+    for i in range(400):
+        n = int(torch.randint(3, 9, (1,), generator=g))
+        s = torch.randint(6, 40, (n,), generator=g).tolist()
+        if i % 2:
+            s[int(torch.randint(0, n, (1,), generator=g))] = 5
+        seqs.append(s)
+        labels.append(i % 2)
+    model = TextClassifier(ClassifierConfig.preset("tiny", vocab_size=40))
+    history = train_classifier(
+        model,
+        seqs[:300],
+        labels[:300],
+        ClassifyTrainConfig(epochs=8, batch_size=32, lr=3e-3),
+        dev=(seqs[300:], labels[300:]),
+    )
+    assert history[-1]["dev_acc"] >= 0.95
+    assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_config_validates():
+    with pytest.raises(ConfigError, match="pooling"):
+        ClassifierConfig(vocab_size=10, pooling="max")
+    with pytest.raises(ConfigError, match="divisible"):
+        ClassifierConfig(vocab_size=10, d_model=30, n_heads=4)
+    with pytest.raises(ConfigError, match="unknown"):
+        ClassifierConfig.from_dict({"vocab_size": 10, "widht": 3})
+    with pytest.raises(ValueError, match="max_len"):
+        tiny()(torch.ones(1, 65, dtype=torch.long))
+
+
+def test_save_load_roundtrip(tmp_path):
+    model = tiny("mean")
+    save_model(tmp_path / "m", model, "classifier", {"labels": ["a", "b"]})
+    loaded, meta = load_model(tmp_path / "m")
+    tokens = torch.randint(4, 40, (2, 5))
+    assert meta["labels"] == ["a", "b"] and loaded.config == model.config
+    assert torch.equal(loaded(tokens), model(tokens))
+
+
+def test_predict_logits_keeps_input_order():
+    model = tiny()
+    seqs = [[5] * 7, [6, 7], [8, 9, 10, 11]]
+    batched = predict_logits(model, seqs)
+    for i, s in enumerate(seqs):
+        assert torch.allclose(batched[i], model(torch.tensor([s]))[0], atol=1e-5)
+    assert accuracy(model, seqs, batched.argmax(-1).tolist()) == 1.0
+
+
+def test_read_sst2_and_errors(tmp_path):
+    good = tmp_path / "train.tsv"
+    good.write_text("label\tsentence\n1\ta fine film\n0\tdull\n")
+    data = read_sst2(good)
+    assert data.sentences == ["a fine film", "dull"] and data.labels == [1, 0]
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("label\tsentence\n1\tok\nnot a row\n")
+    with pytest.raises(SST2FormatError, match=r"bad.tsv:3: expected 2 tab-separated fields"):
+        read_sst2(bad)
+    bad.write_text("label\tsentence\n1\tok\n7\tseven\n")
+    with pytest.raises(SST2FormatError, match=r"bad.tsv:3: expected a label in 0..1, got '7'"):
+        read_sst2(bad)
+    bad.write_text("sentence only\n")
+    with pytest.raises(SST2FormatError, match=r"bad.tsv:1: expected the header"):
+        read_sst2(bad)
+
+
+def test_cli_train_and_predict(tmp_path, capsys):
+    rows = ["label\tsentence"]
+    for i in range(60):
+        rows.append(f"1\ta great and wonderful film {i}" if i % 2 else f"0\ta dull and awful mess {i}")
+    (tmp_path / "train.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "dev.tsv").write_text("label\tsentence\n1\twonderful film\n0\tawful mess\n")
+    out = tmp_path / "model"
+    code = main(
+        [
+            "classify",
+            "train",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(out),
+            "--preset",
+            "tiny",
+            "--epochs",
+            "6",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "8",
+            "--vocab-size",
+            "100",
+        ]
+    )
+    assert code == 0 and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    capsys.readouterr()
+    assert main(["classify", "predict", "--model", str(out), "a great film", "an awful mess"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["positive", "negative"]
+    (tmp_path / "dev.tsv").write_text("label\tsentence\n1\tok\n2\tbad label\n")
+    assert main(["classify", "train", "--data", str(tmp_path), "--out", str(out), "--preset", "tiny"]) == 2
+    assert "dev.tsv:3" in capsys.readouterr().err
+
+
+def test_real_sst2_files_parse(shared_data):
+    dev = read_sst2(shared_data / "sst2" / "dev.tsv")
+    assert len(dev) == 872 and set(dev.labels) == {0, 1}

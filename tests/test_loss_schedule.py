@@ -1,0 +1,108 @@
+"""Label-smoothed cross-entropy (§5.4) and the learning-rate schedules (§5.3, Eq. 3)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from qkv.train.loss import label_smoothed_cross_entropy, perplexity
+from qkv.train.schedule import ConstantSchedule, InverseSqrtSchedule, NoamSchedule, build_scheduler
+
+
+def reference_loss(logits, target, eps, pad):
+    """Hand-written: Σ over non-pad tokens of (1-ε)·(−log p_y) + ε·mean_v(−log p_v)."""
+    total = nll_total = 0.0
+    for b in range(target.shape[0]):
+        for t in range(target.shape[1]):
+            y = int(target[b, t])
+            if y == pad:
+                continue
+            logp = [float(v) for v in torch.log_softmax(logits[b, t].double(), dim=-1)]
+            nll = -logp[y]
+            smooth = -sum(logp) / len(logp)
+            total += (1 - eps) * nll + eps * smooth
+            nll_total += nll
+    return total, nll_total
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+def test_matches_hand_written_reference_and_torch(eps):
+    logits = torch.randn(3, 6, 13)
+    target = torch.randint(1, 13, (3, 6))
+    target[0, 4:] = 0
+    target[2, 1:] = 0
+    loss, nll, n = label_smoothed_cross_entropy(logits, target, epsilon=eps, ignore_index=0)
+    ref_loss, ref_nll = reference_loss(logits, target, eps, 0)
+    assert int(n) == int((target != 0).sum())
+    assert loss.item() == pytest.approx(ref_loss, rel=1e-5)
+    assert nll.item() == pytest.approx(ref_nll, rel=1e-5)
+    torch_loss = F.cross_entropy(
+        logits.view(-1, 13), target.view(-1), label_smoothing=eps, ignore_index=0, reduction="sum"
+    )
+    assert loss.item() == pytest.approx(torch_loss.item(), rel=1e-5)
+
+
+def test_padding_gets_no_gradient_and_smoothing_hurts_a_confident_model():
+    logits = torch.randn(2, 4, 9, requires_grad=True)
+    target = torch.tensor([[3, 4, 0, 0], [5, 6, 7, 0]])
+    loss, _, _ = label_smoothed_cross_entropy(logits, target)
+    loss.backward()
+    assert torch.all(logits.grad[0, 2:] == 0) and torch.all(logits.grad[1, 3] == 0)
+    assert logits.grad[0, 0].abs().sum() > 0
+    # a one-hot-confident model: NLL ~ 0, but the smoothed loss stays well above it
+    confident = torch.full((1, 3, 9), -20.0)
+    tgt = torch.tensor([[1, 2, 3]])
+    confident[0, torch.arange(3), tgt[0]] = 20.0
+    loss, nll, n = label_smoothed_cross_entropy(confident, tgt, epsilon=0.1)
+    assert nll.item() / int(n) < 1e-6 and loss.item() / int(n) > 1.0
+
+
+def test_bf16_logits_are_scored_in_float32_and_shape_errors_are_clear():
+    logits = torch.randn(2, 3, 7)
+    target = torch.randint(1, 7, (2, 3))
+    loss32, _, _ = label_smoothed_cross_entropy(logits, target)
+    loss16, _, _ = label_smoothed_cross_entropy(logits.bfloat16(), target)
+    assert loss16.dtype == torch.float32
+    assert loss16.item() == pytest.approx(loss32.item(), rel=2e-2)
+    with pytest.raises(ValueError, match=r"logits \(2, 3, 7\), target \(2, 4\)"):
+        label_smoothed_cross_entropy(logits, torch.ones(2, 4, dtype=torch.long))
+    assert perplexity(math.log(5.0)) == pytest.approx(5.0)
+
+
+def test_noam_is_eq3():
+    s = NoamSchedule(d_model=512, warmup_steps=4000)
+    for step in (1, 10, 3999, 4000, 4001, 100_000):
+        expected = 512**-0.5 * min(step**-0.5, step * 4000**-1.5)
+        assert s(step) == pytest.approx(expected, rel=1e-12)
+    assert max(range(1, 20000, 7), key=s) in range(3990, 4010)  # peak at warmup_steps
+    assert NoamSchedule(512, 4000, scale=2.0)(100) == pytest.approx(2 * s(100))
+
+
+def test_inverse_sqrt_and_constant():
+    s = InverseSqrtSchedule(peak_lr=1e-3, warmup_steps=100)
+    assert s(50) == pytest.approx(5e-4)
+    assert s(100) == pytest.approx(1e-3)
+    assert s(400) == pytest.approx(5e-4)  # 1e-3 * sqrt(100 / 400)
+    assert ConstantSchedule(3e-4, warmup_steps=10)(5) == pytest.approx(1.5e-4)
+    assert ConstantSchedule(3e-4)(1000) == 3e-4
+    with pytest.raises(ValueError):
+        NoamSchedule(d_model=0)
+
+
+def test_build_scheduler_sets_lr_of_each_update():
+    param = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.Adam([param], lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    schedule = NoamSchedule(d_model=64, warmup_steps=10)
+    sched = build_scheduler(opt, schedule)
+    seen = []
+    for _ in range(15):
+        seen.append(opt.param_groups[0]["lr"])
+        param.grad = torch.ones(2)
+        opt.step()
+        sched.step()
+    assert seen == pytest.approx([schedule(k) for k in range(1, 16)])
+    with pytest.raises(ValueError, match="base lr"):
+        build_scheduler(torch.optim.Adam([param], lr=0.1), schedule)
