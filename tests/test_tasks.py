@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from qkv import Transformer, TransformerConfig
 
@@ -20,9 +21,7 @@ N_SYMBOLS = 10
 MIN_LEN, MAX_LEN = 8, 10
 
 
-def make_batch(
-    n: int, task: str, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def make_batch(n: int, task: str, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
     """``n`` random sequences -> ``src`` = x + EOS, ``tgt_in`` = BOS + y, ``tgt_out`` = y + EOS, each
     ``(n, MAX_LEN + 1)`` right-padded with PAD; y = x (copy) or x reversed (reverse)."""
     lengths = torch.randint(MIN_LEN, MAX_LEN + 1, (n,), generator=generator)
@@ -82,9 +81,7 @@ def train_task(
     for _ in range(steps):
         src, tgt_in, tgt_out = make_batch(batch_size, task, g)
         logits = model(src, tgt_in)  # (B, T, V)
-        loss = torch.nn.functional.cross_entropy(
-            logits.reshape(-1, vocab), tgt_out.reshape(-1), ignore_index=PAD
-        )
+        loss = F.cross_entropy(logits.reshape(-1, vocab), tgt_out.reshape(-1), ignore_index=PAD)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -107,7 +104,7 @@ def test_make_batch_layout():
 def test_untrained_model_fails_the_task():
     """The accuracy measure can fail: an untrained model gets (almost) nothing right."""
     model = Transformer(TransformerConfig.preset("tiny", src_vocab_size=14, tgt_vocab_size=14, max_len=32))
-    src, _, tgt_out = make_batch(200, "copy", torch.Generator().manual_seed(1))
+    src, _, tgt_out = make_batch(100, "copy", torch.Generator().manual_seed(1))
     assert exact_match(greedy(model.eval(), src, MAX_LEN + 1), tgt_out) < 0.05
 
 

@@ -252,6 +252,13 @@ def test_encoder_from_layer_kwargs():
         (dict(tie_embeddings="encoder"), "tie_embeddings"),
         (dict(tie_embeddings="all", src_vocab_size=100, tgt_vocab_size=200), "tie_embeddings"),
         (dict(pad_id=5000), "pad_id"),
+        (dict(pad_id=-1), "pad_id"),
+        # wrong types, as a hand-written JSON config may have them: ConfigError, not a TypeError
+        (dict(n_layers=True), "n_layers"),
+        (dict(d_model=512.0), "d_model"),
+        (dict(n_decoder_layers="3"), "n_decoder_layers"),
+        (dict(dropout="0.1"), "dropout"),
+        (dict(eps=0.0), "eps"),
     ],
 )
 def test_invalid_config_raises_config_error_naming_the_field(overrides, field):

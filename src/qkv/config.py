@@ -20,6 +20,10 @@ def config_from_dict(cls: type, data: dict[str, Any], where: str = "config"):
     return cls(**data)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to us
+
+
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -79,18 +83,21 @@ class TransformerConfig:
     def __post_init__(self) -> None:
         for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len"):
             value = getattr(self, name)
-            _check(isinstance(value, int) and value > 0, f"{name} must be a positive int, got {value!r}")
+            _check(_is_int(value) and value > 0, f"{name} must be a positive int, got {value!r}")
         _check(
             self.d_model % self.n_heads == 0,
             f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})",
         )
         _check(
-            self.n_decoder_layers is None or self.n_decoder_layers > 0,
-            f"n_decoder_layers must be positive or None, got {self.n_decoder_layers}",
+            self.n_decoder_layers is None or (_is_int(self.n_decoder_layers) and self.n_decoder_layers > 0),
+            f"n_decoder_layers must be a positive int or None, got {self.n_decoder_layers!r}",
         )
         for name in ("dropout", "attention_dropout", "activation_dropout"):
             value = getattr(self, name)
-            _check(0.0 <= value < 1.0, f"{name} must be in [0, 1), got {value}")
+            _check(
+                isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value < 1.0,
+                f"{name} must be a number in [0, 1), got {value!r}",
+            )
         _check(self.activation in ("relu", "gelu"), f"activation must be relu|gelu, got {self.activation!r}")
         _check(self.norm in ("post", "pre"), f"norm must be post|pre, got {self.norm!r}")
         _check(
@@ -107,8 +114,13 @@ class TransformerConfig:
             f"{self.src_vocab_size} and {self.tgt_vocab_size}",
         )
         _check(
-            0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size),
-            f"pad_id {self.pad_id} is outside the vocabulary",
+            _is_int(self.pad_id) and 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size),
+            f"pad_id must be an int inside the vocabulary [0, {min(self.src_vocab_size, self.tgt_vocab_size)}), "
+            f"got {self.pad_id!r}",
+        )
+        _check(
+            isinstance(self.eps, int | float) and not isinstance(self.eps, bool) and self.eps > 0,
+            f"eps must be a positive number, got {self.eps!r}",
         )
 
     @property
