@@ -51,7 +51,7 @@ SETTINGS: dict[str, tuple[str, str, float, list[str], dict[str, float]]] = {
     "rnn-attention": ("de", "en", 30, ["--arch", "rnn-attention", "--preset", "small", "--max-tokens", "3072",
                                        "--lr", "1e-3", "--no-bleu", "--save-every", "150"], {}),
 }
-SETTINGS["transformer-same-budget"] = SETTINGS["cpu-de-en"][:4] + ({},)
+SETTINGS["transformer-same-budget"] = (*SETTINGS["cpu-de-en"][:4], {})
 
 
 def main() -> int:
