@@ -1,6 +1,6 @@
 """Reproduce the SST-2 quality bar (>= 82% dev accuracy from scratch) and the gain of MLM pre-training.
 
-    python bench/sst2.py [--data ../shared/data/sst2] [--out runs/bench-sst2] [--epochs 4]
+    python bench/sst2.py [--data ../shared/data/sst2] [--out runs/bench-sst2] [--epochs 3]
                          [--pretrain-epochs 2] [--skip-scratch] [--skip-pretrain] [--threads 1]
 
 Runs `qkv classify train` from scratch, then `qkv classify pretrain` + `qkv classify train --init`, and prints
@@ -30,7 +30,7 @@ def run() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "sst2"))
     p.add_argument("--out", default="runs/bench-sst2")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--pretrain-epochs", type=int, default=2)
     p.add_argument("--skip-scratch", action="store_true")
     p.add_argument("--skip-pretrain", action="store_true")

@@ -213,9 +213,7 @@ def test_cli_attention_saves_the_demo_models_real_maps(tmp_path, capsys):
 
 
 def test_cli_attention_and_explain_load_a_checkpoint(tmp_path, capsys):
-    checkpoint = pytest.importorskip("qkv.train.checkpoint")
-    if not hasattr(checkpoint, "load_model"):
-        pytest.skip("qkv.train.checkpoint.load_model (used by Translator.load) is not there yet")
+    from qkv.train import checkpoint
     from qkv.viz.serve import demo_translator
 
     demo = demo_translator()

@@ -1,6 +1,6 @@
 """`qkv classify`: BERT-style sentence classification on SST-2 — pretrain (MLM), train, predict.
 
-qkv classify train --data ../shared/data/sst2 --out runs/sst2 [--epochs 4 --preset sst2 --init DIR]
+qkv classify train --data ../shared/data/sst2 --out runs/sst2 [--epochs 3 --preset sst2 --init DIR]
 qkv classify pretrain --data ../shared/data/sst2 --out runs/sst2-mlm [--epochs 3]
 qkv classify predict --model runs/sst2 "a gripping , funny film"   (or --file sentences.txt)
 """
@@ -174,7 +174,7 @@ def register(sub) -> None:
     cmds = p.add_subparsers(dest="classify_command", metavar="ACTION", required=True)
 
     t = cmds.add_parser("train", help="train (or fine-tune) a classifier on SST-2; reports dev accuracy")
-    _common(t, epochs=4, lr=1e-3, batch_size=64)
+    _common(t, epochs=3, lr=1e-3, batch_size=64)
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--init", help="a folder written by `qkv classify pretrain` to fine-tune from")
     t.set_defaults(func=cmd_train)

@@ -14,9 +14,9 @@ fits on each device.
   time. It needs an initialised process group (``torchrun`` sets one up).
 
 Both are applied from outside: the model files are not changed, and ``state_dict()`` keys stay those of the
-plain model (checkpoints load either way). The trainer calls them behind its ``activation_checkpointing``
-and ``fsdp`` flags; apply checkpointing first, then FSDP, then build the optimizer (FSDP replaces the
-parameters by sharded ones).
+plain model (checkpoints load either way; under FSDP2 the values are ``DTensor`` shards to gather first).
+The trainer calls them behind its ``activation_checkpointing`` and ``fsdp`` flags; apply checkpointing first,
+then FSDP, then build the optimizer (FSDP replaces the parameters by sharded ones).
 
 Example:
     >>> model = apply_activation_checkpointing(Transformer(config))

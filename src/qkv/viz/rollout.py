@@ -33,8 +33,8 @@ def attention_rollout(maps: list[Tensor], *, add_residual: bool = True, head_fus
 
     Example:
         >>> maps = [torch.softmax(torch.randn(1, 2, 3, 3), -1) for _ in range(2)]
-        >>> attention_rollout(maps).sum(-1)
-        tensor([[1.0000, 1.0000, 1.0000]])
+        >>> torch.allclose(attention_rollout(maps).sum(-1), torch.ones(1, 3))
+        True
     """
     if not maps:
         raise ValueError("attention_rollout needs at least one attention map")
@@ -79,10 +79,10 @@ def save_overlay(image: Tensor, heat: Tensor, path: str | Path, title: str | Non
     heat = heat.detach().float().cpu()
     up = torch.nn.functional.interpolate(heat[None, None], size=image.shape, mode="nearest")[0, 0]  # (S, S)
     fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
-    axes[0].imshow(image, cmap="gray")
+    axes[0].imshow(image.numpy(), cmap="gray")
     axes[0].set_title("input")
-    axes[1].imshow(image, cmap="gray")
-    axes[1].imshow(up, cmap="inferno", alpha=0.6)
+    axes[1].imshow(image.numpy(), cmap="gray")
+    axes[1].imshow(up.numpy(), cmap="inferno", alpha=0.6)
     axes[1].set_title("[CLS] attention rollout")
     for ax in axes:
         ax.axis("off")
