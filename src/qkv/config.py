@@ -20,6 +20,20 @@ def config_from_dict(cls: type, data: dict[str, Any], where: str = "config"):
     return cls(**data)
 
 
+class ConfigMixin:
+    """``from_dict`` / ``to_dict`` / ``replace`` for the frozen config dataclasses (unknown keys refused)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "config") -> Self:
+        return config_from_dict(cls, data, where=where)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def replace(self, **changes: Any) -> Self:
+        return config_from_dict(type(self), {**self.to_dict(), **changes})
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to us
 
@@ -40,7 +54,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(ConfigMixin):
     """Hyper-parameters of the encoder-decoder Transformer (defaults: the base model of Table 3).
 
     Args:
@@ -137,13 +151,3 @@ class TransformerConfig:
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
         return config_from_dict(cls, {**PRESETS[name], **overrides}, where=f"preset {name!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> Self:
-        return config_from_dict(type(self), {**self.to_dict(), **changes})

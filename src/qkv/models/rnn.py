@@ -40,15 +40,14 @@ alignment softmax is masked, and the decoders are causal. Sources must be right-
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from qkv.config import ConfigError, config_from_dict
+from qkv.config import ConfigError, ConfigMixin
 from qkv.models.transformer import AttentionMaps
 from qkv.nn.masks import padding_mask
 
@@ -57,7 +56,7 @@ INITS = ("paper", "pytorch")
 
 
 @dataclass(frozen=True)
-class RNNConfig:
+class RNNConfig(ConfigMixin):
     """Hyper-parameters of the recurrent baselines (defaults: small, CPU-friendly sizes).
 
     Args:
@@ -128,16 +127,6 @@ class RNNConfig:
     def reverses_source(self) -> bool:
         """Whether the encoder reads the source backwards (resolves ``reverse_source=None``)."""
         return self.arch == "rnn" if self.reverse_source is None else self.reverse_source
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> Self:
-        return config_from_dict(type(self), {**self.to_dict(), **changes})
 
 
 @dataclass

@@ -17,7 +17,6 @@ normalized by the *global* token count so the averaged gradient equals the singl
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import random
@@ -28,14 +27,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from qkv.config import ConfigError, config_from_dict
+from qkv.config import ConfigError, ConfigMixin
 from qkv.train.batching import Batch, TokenBudgetSampler, collate
 from qkv.train.checkpoint import (
     CheckpointError,
@@ -73,7 +72,7 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     """Training options (defaults: the paper's, §5; deviations are flagged).
 
     Args:
@@ -174,16 +173,6 @@ class TrainConfig:
             self.clip_norm is None or self.clip_norm > 0,
             f"clip_norm must be > 0 or None, got {self.clip_norm}",
         )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "train config") -> Self:
-        return config_from_dict(cls, data, where=where)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> Self:
-        return config_from_dict(type(self), {**self.to_dict(), **changes})
 
     def schedule(self, d_model: int) -> Callable[[int], float]:
         """The learning rate as a function of the (1-based) step."""
