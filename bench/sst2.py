@@ -93,9 +93,7 @@ def run() -> int:
         bar = f" (bar 0.82: {'PASS' if acc >= 0.82 else 'FAIL'})" if name == "scratch" else ""
         print(f"bench/sst2: {name}: dev accuracy {acc:.4f}{bar}, wall {wall:.0f}s")
     if len(results) == 2:
-        print(
-            f"bench/sst2: gain of MLM pre-training: {results['mlm+finetune'][0] - results['scratch'][0]:+.4f}"
-        )
+        print(f"bench/sst2: gain of MLM pre-training: {results['mlm+finetune'][0] - results['scratch'][0]:+.4f}")
     print(f"torch threads {torch.get_num_threads()}")
     return 0
 

@@ -60,14 +60,10 @@ def cmd_pretrain(args) -> int:
         model,
         ids,
         config,
-        on_epoch=lambda r: print(
-            f"epoch {r['epoch']}: mlm loss {r['loss']:.3f}  masked acc {r['accuracy']:.3f}"
-        ),
+        on_epoch=lambda r: print(f"epoch {r['epoch']}: mlm loss {r['loss']:.3f}  masked acc {r['accuracy']:.3f}"),
     )
     out = Path(args.out)
-    save_model(
-        out, model, "classifier", {"task": "mlm", "history": history, "seconds": time.perf_counter() - start}
-    )
+    save_model(out, model, "classifier", {"task": "mlm", "history": history, "seconds": time.perf_counter() - start})
     tokenizer.save(out / TOKENIZER)
     print(f"saved pre-trained encoder to {out} ({time.perf_counter() - start:.0f}s)")
     return 0
@@ -111,10 +107,7 @@ def cmd_train(args) -> int:
     )
 
     def report(r):
-        print(
-            f"epoch {r['epoch']}: loss {r['loss']:.4f}  train acc {r['train_acc']:.4f}  "
-            f"dev acc {r['dev_acc']:.4f}"
-        )
+        print(f"epoch {r['epoch']}: loss {r['loss']:.4f}  train acc {r['train_acc']:.4f}  dev acc {r['dev_acc']:.4f}")
 
     history = fit(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report)
     seconds = time.perf_counter() - start

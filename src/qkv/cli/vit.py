@@ -20,7 +20,7 @@ from qkv.viz.rollout import attention_rollout, cls_patch_map, save_overlay
 # per data set: preset, epochs, lr, batch size, max shift of the augmentation
 DEFAULTS = {
     "mnist-t10k": dict(preset="mnist", epochs=15, lr=2e-3, batch_size=64, shift=2),
-    "sklearn-digits-8x8": dict(preset="digits", epochs=30, lr=3e-3, batch_size=32, shift=1),
+    "sklearn-digits-8x8": dict(preset="digits", epochs=20, lr=3e-3, batch_size=32, shift=0),
 }
 
 

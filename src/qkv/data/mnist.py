@@ -52,8 +52,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     expected = int(np.prod(shape))
     if len(raw) - header != expected:
         raise IdxError(
-            f"{path}: wrong size: header says shape {shape} = {expected} bytes of data, "
-            f"file has {len(raw) - header}"
+            f"{path}: wrong size: header says shape {shape} = {expected} bytes of data, file has {len(raw) - header}"
         )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 

@@ -60,14 +60,11 @@ def read_sst2(path: str | Path, n_classes: int = 2) -> LabelledSentences:
         fields = line.split("\t")
         if len(fields) != 2:
             raise SST2FormatError(
-                f"{path}:{number}: expected 2 tab-separated fields (label, sentence), got {len(fields)}: "
-                f"{line[:60]!r}"
+                f"{path}:{number}: expected 2 tab-separated fields (label, sentence), got {len(fields)}: {line[:60]!r}"
             )
         label, sentence = fields[0].strip(), fields[1].strip()
         if not label.isdigit() or int(label) >= n_classes:
-            raise SST2FormatError(
-                f"{path}:{number}: expected a label in 0..{n_classes - 1}, got {fields[0][:20]!r}"
-            )
+            raise SST2FormatError(f"{path}:{number}: expected a label in 0..{n_classes - 1}, got {fields[0][:20]!r}")
         if not sentence:
             raise SST2FormatError(f"{path}:{number}: empty sentence")
         sentences.append(sentence)

@@ -127,12 +127,8 @@ class ClassifierConfig:
                 raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.pad_id < self.vocab_size:
             raise ConfigError(f"pad_id {self.pad_id} is outside the vocabulary of {self.vocab_size}")
-        if self.mask_id is not None and not (
-            0 <= self.mask_id < self.vocab_size and self.mask_id != self.pad_id
-        ):
-            raise ConfigError(
-                f"mask_id {self.mask_id} must be a non-pad id below vocab_size {self.vocab_size}"
-            )
+        if self.mask_id is not None and not (0 <= self.mask_id < self.vocab_size and self.mask_id != self.pad_id):
+            raise ConfigError(f"mask_id {self.mask_id} must be a non-pad id below vocab_size {self.vocab_size}")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:

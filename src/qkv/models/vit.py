@@ -32,13 +32,9 @@ from qkv.models.transformer import Encoder
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 8×8 scikit-learn digits: trains in seconds (tests)
-    "digits": dict(
-        image_size=8, patch_size=2, in_channels=1, d_model=64, n_heads=4, d_ff=128, n_layers=2, dropout=0.0
-    ),
+    "digits": dict(image_size=8, patch_size=2, in_channels=1, d_model=64, n_heads=4, d_ff=128, n_layers=2, dropout=0.0),
     # 28×28 MNIST on a CPU in minutes (see bench/vit.py)
-    "mnist": dict(
-        image_size=28, patch_size=7, in_channels=1, d_model=64, n_heads=4, d_ff=128, n_layers=4, dropout=0.0
-    ),
+    "mnist": dict(image_size=28, patch_size=7, in_channels=1, d_model=64, n_heads=4, d_ff=128, n_layers=4, dropout=0.0),
     # ViT-Base/16 (Dosovitskiy et al. Table 1), for reference
     "vit-base": dict(
         image_size=224,
@@ -106,9 +102,7 @@ class ViTConfig:
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.activation not in ("relu", "gelu") or self.norm not in ("pre", "post"):
-            raise ConfigError(
-                f"activation must be relu|gelu and norm pre|post, got {self.activation}, {self.norm}"
-            )
+            raise ConfigError(f"activation must be relu|gelu and norm pre|post, got {self.activation}, {self.norm}")
 
     @property
     def grid(self) -> int:
@@ -196,8 +190,7 @@ class ViT(nn.Module):
             images = images[:, None]  # (B, Hi, Wi) -> (B, 1, Hi, Wi)
         if images.dim() != 4 or tuple(images.shape[1:]) != (c.in_channels, c.image_size, c.image_size):
             raise ValueError(
-                f"images must be (B, {c.in_channels}, {c.image_size}, {c.image_size}), "
-                f"got {tuple(images.shape)}"
+                f"images must be (B, {c.in_channels}, {c.image_size}, {c.image_size}), got {tuple(images.shape)}"
             )
         x = self.patch_embed(images)  # (B, Np, D)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N, D)

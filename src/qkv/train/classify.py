@@ -57,9 +57,7 @@ class ClassifyTrainConfig:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not (self.lr > 0 and 0 <= self.warmup < 1 and 0 <= self.label_smoothing < 1):
-            raise ConfigError(
-                f"bad lr/warmup/label_smoothing: {self.lr}, {self.warmup}, {self.label_smoothing}"
-            )
+            raise ConfigError(f"bad lr/warmup/label_smoothing: {self.lr}, {self.warmup}, {self.label_smoothing}")
 
 
 def collate_tokens(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> Tensor:
@@ -71,9 +69,7 @@ def collate_tokens(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> Tensor:
     return out
 
 
-def length_batches(
-    lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0
-) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0) -> list[list[int]]:
     """Index batches of similar lengths: shuffle, sort within chunks of 50 batches, shuffle the batches."""
     order = list(range(len(lengths)))
     rng = random.Random(seed)
@@ -121,10 +117,7 @@ def predict_logits(model: nn.Module, inputs: Sequence, *, batch_size: int = 256,
     device = next(model.parameters()).device
     logits = torch.empty(0, 0)
     if isinstance(inputs, Tensor):
-        chunks = [
-            model(inputs[s : s + batch_size].to(device)).float().cpu()
-            for s in range(0, len(inputs), batch_size)
-        ]
+        chunks = [model(inputs[s : s + batch_size].to(device)).float().cpu() for s in range(0, len(inputs), batch_size)]
         logits = torch.cat(chunks) if chunks else logits
     else:
         for batch in length_batches([len(s) for s in inputs], batch_size, shuffle=False):
@@ -183,9 +176,7 @@ def train_classifier(
         model.train()
         total_loss, correct, seen = 0.0, 0, 0
         if images:
-            perm = torch.randperm(
-                len(train_inputs), generator=torch.Generator().manual_seed(config.seed + epoch)
-            )
+            perm = torch.randperm(len(train_inputs), generator=torch.Generator().manual_seed(config.seed + epoch))
             batches = [perm[i : i + config.batch_size] for i in range(0, len(perm), config.batch_size)]
         else:
             batches = length_batches(lengths, config.batch_size, shuffle=True, seed=config.seed + epoch)
@@ -266,9 +257,7 @@ def load_state(folder: str | Path) -> dict[str, Tensor]:
     return load_file(str(path))
 
 
-def load_model(
-    folder: str | Path, map_location: str | torch.device = "cpu"
-) -> tuple[nn.Module, dict[str, Any]]:
+def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model saved by :func:`save_model`; returns ``(model in eval mode, meta)``."""
     info = read_model_info(folder)
     arch = info["arch"]

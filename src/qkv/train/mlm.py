@@ -69,9 +69,7 @@ def mask_tokens(
     if not 0.0 < mask_prob < 1.0:
         raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
     if vocab_size - n_special < 2:
-        raise ValueError(
-            f"vocab_size {vocab_size} leaves no ordinary tokens to draw random replacements from"
-        )
+        raise ValueError(f"vocab_size {vocab_size} leaves no ordinary tokens to draw random replacements from")
 
     def rand(shape):
         return torch.rand(shape, generator=generator, device=tokens.device)
@@ -82,9 +80,7 @@ def mask_tokens(
     to_mask = chosen & (draw < 0.8)  # 80%: [MASK]
     to_random = chosen & (draw >= 0.8) & (draw < 0.9)  # 10%: random token; the last 10% stay unchanged
     # random ids from [n_special, vocab_size) without mask_id: draw from one fewer and skip over mask_id
-    random_ids = torch.randint(
-        n_special, vocab_size - 1, tokens.shape, generator=generator, device=tokens.device
-    )
+    random_ids = torch.randint(n_special, vocab_size - 1, tokens.shape, generator=generator, device=tokens.device)
     random_ids = random_ids + (random_ids >= mask_id).long() * int(n_special <= mask_id < vocab_size)
     inputs = torch.where(to_mask, torch.full_like(tokens, mask_id), tokens)
     inputs = torch.where(to_random, random_ids, inputs)
@@ -240,8 +236,7 @@ def load_pretrained_encoder(classifier: TextClassifier, folder) -> list[str]:
     for name, value in state.items():
         if name in own and own[name].shape != value.shape:
             raise ValueError(
-                f"{folder}: weight {name} has shape {tuple(value.shape)}, "
-                f"the model expects {tuple(own[name].shape)}"
+                f"{folder}: weight {name} has shape {tuple(value.shape)}, the model expects {tuple(own[name].shape)}"
             )
     missing, unexpected = classifier.load_state_dict(state, strict=False)
     if unexpected:

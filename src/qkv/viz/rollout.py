@@ -56,9 +56,7 @@ def attention_rollout(maps: list[Tensor], *, add_residual: bool = True, head_fus
 def cls_patch_map(rollout: Tensor, grid: int) -> Tensor:
     """The [CLS] row over the patches, as an image grid: ``(B, N, N) -> (B, grid, grid)``, summing to ≤ 1."""
     if rollout.shape[-1] != grid * grid + 1:
-        raise ValueError(
-            f"rollout over {rollout.shape[-1]} tokens does not match [CLS] + {grid}x{grid} patches"
-        )
+        raise ValueError(f"rollout over {rollout.shape[-1]} tokens does not match [CLS] + {grid}x{grid} patches")
     return rollout[:, 0, 1:].reshape(-1, grid, grid)  # (B, grid, grid)
 
 
