@@ -10,7 +10,6 @@ dev accuracy and wall time of each.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,12 +17,18 @@ from pathlib import Path
 import torch
 
 from qkv.cli import main
+from qkv.train.checkpoint import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def dev_acc(folder: Path) -> float:
-    return json.loads((folder / "config.json").read_text())["meta"]["dev_acc"]
+    return read_config(folder)["metrics"]["dev_acc"]
+
+
+def classify(action: str, data: str, out: Path, epochs: int, *options: str) -> bool:
+    """Run ``qkv classify ACTION``; True when it succeeded."""
+    return main(["classify", action, "--data", data, "--out", str(out), "--epochs", str(epochs), *options]) == 0
 
 
 def run() -> int:
@@ -42,51 +47,14 @@ def run() -> int:
     results = {}
     if not args.skip_scratch:
         start = time.perf_counter()
-        if main(
-            [
-                "classify",
-                "train",
-                "--data",
-                args.data,
-                "--out",
-                str(out / "scratch"),
-                "--epochs",
-                str(args.epochs),
-                *extra,
-            ]
-        ):
+        if not classify("train", args.data, out / "scratch", args.epochs, *extra):
             return 1
         results["scratch"] = (dev_acc(out / "scratch"), time.perf_counter() - start)
     if not args.skip_pretrain:
         start = time.perf_counter()
-        if main(
-            [
-                "classify",
-                "pretrain",
-                "--data",
-                args.data,
-                "--out",
-                str(out / "mlm"),
-                "--epochs",
-                str(args.pretrain_epochs),
-                *extra,
-            ]
-        ):
+        if not classify("pretrain", args.data, out / "mlm", args.pretrain_epochs, *extra):
             return 1
-        if main(
-            [
-                "classify",
-                "train",
-                "--data",
-                args.data,
-                "--out",
-                str(out / "finetuned"),
-                "--epochs",
-                str(args.epochs),
-                "--init",
-                str(out / "mlm"),
-            ]
-        ):
+        if not classify("train", args.data, out / "finetuned", args.epochs, "--init", str(out / "mlm")):
             return 1
         results["mlm+finetune"] = (dev_acc(out / "finetuned"), time.perf_counter() - start)
     for name, (acc, wall) in results.items():

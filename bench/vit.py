@@ -9,7 +9,6 @@ Prints the per-epoch log, the final test accuracy and the wall time, and draws o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from qkv.cli import main
+from qkv.train.checkpoint import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +34,11 @@ def run() -> int:
     if code:
         return code
     wall = time.perf_counter() - start
-    meta = json.loads((Path(args.out) / "config.json").read_text())["meta"]
+    metrics = read_config(args.out)["metrics"]
     main(["vit", "attention", "--model", args.out, "--index", "0"])
-    bar = "PASS" if meta["test_acc"] >= 0.96 else "FAIL"
+    bar = "PASS" if metrics["test_acc"] >= 0.96 else "FAIL"
     print(
-        f"bench/vit: MNIST t10k test accuracy {meta['test_acc']:.4f} (bar 0.96: {bar}), wall {wall:.0f}s, "
+        f"bench/vit: MNIST t10k test accuracy {metrics['test_acc']:.4f} (bar 0.96: {bar}), wall {wall:.0f}s, "
         f"torch threads {torch.get_num_threads()}"
     )
     return 0

@@ -8,14 +8,16 @@ import torch
 from qkv.cli import main
 from qkv.config import ConfigError
 from qkv.data.sst2 import SST2FormatError, read_sst2
+from qkv.data.tokenizer import SubwordTokenizer
+from qkv.models import registry
 from qkv.models.classifier import ClassifierConfig, TextClassifier
+from qkv.train.checkpoint import load_checkpoint, read_config, save_checkpoint
 from qkv.train.classify import (
     ClassifyTrainConfig,
+    TokenizerFile,
     accuracy,
     collate_tokens,
-    load_model,
     predict_logits,
-    save_model,
     train_classifier,
 )
 
@@ -100,13 +102,35 @@ def test_config_validates():
         tiny()(torch.ones(1, 65, dtype=torch.long))
 
 
-def test_save_load_roundtrip(tmp_path):
+def test_checkpoint_roundtrip_with_tokenizer(tmp_path):
     model = tiny("mean")
-    save_model(tmp_path / "m", model, "classifier", {"labels": ["a", "b"]})
-    loaded, meta = load_model(tmp_path / "m")
+    tokenizer = SubwordTokenizer.train(["a fine film", "a dull film"] * 5, 30, "word")
+    train = ClassifyTrainConfig(epochs=2)
+    folder = save_checkpoint(
+        tmp_path / "m",
+        model,
+        train_config=train.to_dict(),
+        metrics={"dev_acc": 0.5},
+        tokenizers=TokenizerFile(tokenizer),
+        extra={"labels": ["a", "b"]},
+    )
+    assert (folder / "tokenizer.json").is_file()
+    config = read_config(folder)
+    assert config["arch"] == "classifier" and ClassifyTrainConfig.from_dict(config["train"]) == train
+    loaded = load_checkpoint(folder)  # no model given: rebuilt through qkv.models.registry
     tokens = torch.randint(4, 40, (2, 5))
-    assert meta["labels"] == ["a", "b"] and loaded.config == model.config
-    assert torch.equal(loaded(tokens), model(tokens))
+    assert isinstance(loaded.model, TextClassifier) and loaded.model.config == model.config
+    assert loaded.config["labels"] == ["a", "b"] and loaded.metrics == {"dev_acc": 0.5}
+    assert torch.equal(loaded.model(tokens), model(tokens))
+    assert TokenizerFile.load(folder).encode("a fine film") == tokenizer.encode("a fine film")
+
+
+def test_registry_knows_classifier():
+    model = tiny("cls")
+    assert registry.model_arch(model) == "classifier" and "classifier" in registry.ARCHS
+    rebuilt = registry.build_model("classifier", model.config.to_dict())
+    assert isinstance(rebuilt, TextClassifier) and rebuilt.config == model.config
+    assert model.config.replace(n_classes=3).n_classes == 3
 
 
 def test_predict_logits_keeps_input_order():

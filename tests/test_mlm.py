@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qkv.models.classifier import ClassifierConfig, TextClassifier
-from qkv.train.classify import save_model
+from qkv.train.checkpoint import save_checkpoint
 from qkv.train.mlm import (
     IGNORE,
     MaskedLanguageModel,
@@ -99,7 +99,7 @@ def test_pretraining_learns_and_fine_tune_loads(tmp_path):
     assert history[-1]["accuracy"] > 0.3  # chance is 1/55
     with torch.no_grad():
         model.head.weight.fill_(0.5)  # mark the pre-trained head: fine-tuning must not copy it
-    save_model(tmp_path / "pre", model, "classifier")
+    save_checkpoint(tmp_path / "pre", model)
     fresh = TextClassifier(config)
     left = load_pretrained_encoder(fresh, tmp_path / "pre")
     assert sorted(left) == ["head.bias", "head.weight"]

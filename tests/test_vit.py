@@ -9,8 +9,11 @@ import pytest
 import torch
 
 from qkv.cli import main
+from qkv.config import ConfigError
 from qkv.data.mnist import IdxError, load_mnist_t10k, random_shift, read_idx
+from qkv.models import registry
 from qkv.models.vit import PatchEmbedding, ViT, ViTConfig
+from qkv.train.checkpoint import load_checkpoint, save_checkpoint
 from qkv.train.classify import ClassifyTrainConfig, train_classifier
 from qkv.viz.rollout import attention_rollout, cls_patch_map
 
@@ -31,6 +34,24 @@ def test_shapes_and_attention():
     assert model(torch.rand(2, 8, 8)).shape == (2, 10)  # one channel may be left out
     with pytest.raises(ValueError, match=r"images must be \(B, 1, 8, 8\)"):
         model(torch.rand(2, 1, 9, 9))
+
+
+def test_config_validates_and_checkpoint_roundtrip(tmp_path):
+    with pytest.raises(ConfigError, match="must divide"):
+        ViTConfig(image_size=8, patch_size=3)
+    with pytest.raises(ConfigError, match="norm must be one of"):
+        ViTConfig(norm="middle")
+    with pytest.raises(ConfigError, match="unknown ViT preset"):
+        ViTConfig.preset("huge")
+    model = ViT(ViTConfig.preset("digits", n_layers=1))
+    with torch.no_grad():
+        model.head.weight.normal_()  # the head starts at zero: make the logits depend on the input
+    assert registry.model_arch(model) == "vit"
+    save_checkpoint(tmp_path / "v", model, metrics={"test_acc": 0.5})
+    loaded = load_checkpoint(tmp_path / "v")
+    images = torch.rand(3, 1, 8, 8)
+    assert isinstance(loaded.model, ViT) and loaded.model.config == model.config
+    assert torch.equal(loaded.model(images), model.eval()(images)) and loaded.metrics == {"test_acc": 0.5}
 
 
 def test_patch_embedding_is_linear_map_of_flattened_patches():

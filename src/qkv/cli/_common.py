@@ -54,6 +54,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--fsdp", action="store_true", help="fully sharded data parallel (torchrun, GPUs)")
     g.add_argument("--activation-checkpointing", action="store_true", help="recompute activations (memory)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training forward (GPU speed)")
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -80,4 +81,5 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         progress=not args.no_progress,
         fsdp=args.fsdp,
         activation_checkpointing=args.activation_checkpointing,
+        compile=args.compile,
     )

@@ -16,12 +16,13 @@ from qkv.cli import CliError
 from qkv.data.sst2 import find_sst2, read_sst2
 from qkv.data.tokenizer import SubwordTokenizer
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
-from qkv.train.classify import ClassifyTrainConfig, load_model, predict_logits, read_model_info, save_model
+from qkv.train.checkpoint import load_checkpoint, read_config
+from qkv.train.classify import ClassifyTrainConfig, TokenizerFile, predict_logits
+from qkv.train.classify import save_classifier_checkpoint as save
 from qkv.train.classify import train_classifier as fit
 from qkv.train.mlm import MLMConfig, load_pretrained_encoder, pretrain_mlm
 
 SST2_LABELS = ["negative", "positive"]
-TOKENIZER = "tokenizer.json"
 
 
 def encode(tokenizer: SubwordTokenizer, sentences: list[str], max_len: int) -> list[list[int]]:
@@ -62,9 +63,9 @@ def cmd_pretrain(args) -> int:
         config,
         on_epoch=lambda r: print(f"epoch {r['epoch']}: mlm loss {r['loss']:.3f}  masked acc {r['accuracy']:.3f}"),
     )
-    out = Path(args.out)
-    save_model(out, model, "classifier", {"task": "mlm", "history": history, "seconds": time.perf_counter() - start})
-    tokenizer.save(out / TOKENIZER)
+    metrics = {"mlm_loss": history[-1]["loss"], "masked_acc": history[-1]["accuracy"]}
+    seconds = time.perf_counter() - start
+    out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, task="mlm", seconds=seconds)
     print(f"saved pre-trained encoder to {out} ({time.perf_counter() - start:.0f}s)")
     return 0
 
@@ -74,16 +75,16 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     train, dev = _load_data(args)
     if args.init:
-        info = read_model_info(args.init)
-        if info["arch"] != "classifier":
-            raise CliError(f"--init {args.init} is a {info['arch']!r} model, not a classifier")
-        tokenizer = SubwordTokenizer.load(Path(args.init) / TOKENIZER)
-        if args.pooling and args.pooling != info["config"].get("pooling"):
+        info = read_config(args.init)
+        if info.get("arch") != "classifier" or not isinstance(info.get("model"), dict):
+            raise CliError(f"--init {args.init} is a {info.get('arch')!r} model, not a classifier")
+        tokenizer = TokenizerFile.load(args.init)
+        if args.pooling and args.pooling != info["model"].get("pooling"):
             raise CliError(f"--pooling {args.pooling} differs from the pre-trained model's pooling")
         overrides = {}
         if args.dropout is not None:
             overrides["dropout"] = args.dropout
-        model = TextClassifier(ClassifierConfig.from_dict({**info["config"], **overrides}))
+        model = TextClassifier(ClassifierConfig.from_dict({**info["model"], **overrides}, where=f"--init {args.init}"))
         fresh = load_pretrained_encoder(model, args.init)
         print(f"initialised from {args.init} (fresh: {', '.join(fresh) or 'nothing'})")
     else:
@@ -111,27 +112,21 @@ def cmd_train(args) -> int:
 
     history = fit(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report)
     seconds = time.perf_counter() - start
-    meta = {
-        "task": "sst2",
-        "labels": SST2_LABELS,
-        "dev_acc": history[-1]["dev_acc"],
-        "history": history,
-        "init": str(args.init) if args.init else None,
-        "seconds": seconds,
-    }
-    out = Path(args.out)
-    save_model(out, model, "classifier", meta)
-    tokenizer.save(out / TOKENIZER)
+    init = str(args.init) if args.init else None
+    metrics = {"dev_acc": history[-1]["dev_acc"]}
+    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds)
+    out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, **extra)
     print(f"dev accuracy {history[-1]['dev_acc']:.4f} after {seconds:.0f}s; saved to {out}")
     return 0
 
 
 def cmd_predict(args) -> int:
     folder = Path(args.model)
-    model, meta = load_model(folder)
-    if model.__class__ is not TextClassifier:
+    loaded = load_checkpoint(folder)
+    model = loaded.model
+    if not isinstance(model, TextClassifier):
         raise CliError(f"{folder} is not a text classifier")
-    tokenizer = SubwordTokenizer.load(folder / TOKENIZER)
+    tokenizer = TokenizerFile.load(folder)
     sentences = list(args.sentences)
     if args.file:
         path = Path(args.file)
@@ -140,7 +135,7 @@ def cmd_predict(args) -> int:
         sentences += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not sentences:
         raise CliError("give sentences to classify as arguments or with --file")
-    labels = meta.get("labels") or [str(i) for i in range(model.config.n_classes)]
+    labels = loaded.config.get("labels") or [str(i) for i in range(model.config.n_classes)]
     probs = predict_logits(model, encode(tokenizer, sentences, model.config.max_len)).softmax(-1)
     for sentence, p in zip(sentences, probs):
         k = int(p.argmax())

@@ -14,7 +14,8 @@ import torch
 from qkv.cli import CliError
 from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
-from qkv.train.classify import ClassifyTrainConfig, accuracy, load_model, save_model, train_classifier
+from qkv.train.checkpoint import load_checkpoint
+from qkv.train.classify import ClassifyTrainConfig, accuracy, save_classifier_checkpoint, train_classifier
 from qkv.viz.rollout import attention_rollout, cls_patch_map, save_overlay
 
 # per data set: preset, epochs, lr, batch size, max shift of the augmentation
@@ -69,23 +70,19 @@ def cmd_train(args) -> int:
     )
     seconds = time.perf_counter() - start
     acc = accuracy(model, splits.test_x, splits.test_y.tolist())
-    meta = {
-        "data": splits.name,
-        "data_dir": str(args.data) if args.data else None,
-        "test_acc": acc,
-        "history": history,
-        "seconds": seconds,
-    }
-    save_model(args.out, model, "vit", meta)
+    data_dir = str(args.data) if args.data else None
+    extra = dict(data=splits.name, data_dir=data_dir, seconds=seconds)
+    save_classifier_checkpoint(args.out, model, train_cfg, history, metrics={"test_acc": acc}, **extra)
     print(f"test accuracy {acc:.4f} after {seconds:.0f}s; saved to {args.out}")
     return 0
 
 
 def cmd_attention(args) -> int:
-    model, meta = load_model(args.model)
+    loaded = load_checkpoint(args.model)
+    model = loaded.model
     if not isinstance(model, ViT):
         raise CliError(f"{args.model} is not a ViT model")
-    data = args.data if args.data is not None else meta.get("data_dir")
+    data = args.data if args.data is not None else loaded.config.get("data_dir")
     splits = load_images(data)
     if splits.image_size != model.config.image_size:
         raise CliError(f"images are {splits.image_size}px but the model expects {model.config.image_size}px")

@@ -15,20 +15,20 @@ simple alternative (no extra position; every token contributes equally); it is o
 so both are options.
 
 The [CLS] vector here is an ``nn.Parameter`` prepended to the embedded sentence (so it needs no vocabulary
-id), and the encoder is :class:`qkv.models.transformer.Encoder`, the same stack the translation model uses.
+id), and the encoder is :class:`qkv.models.transformer.Encoder`, the same stack the translation model uses;
+embedding -> [CLS] -> positions -> encoder is shared with the ViT (:mod:`qkv.models.encoder_only`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Self
 
 import torch
 from torch import Tensor, nn
 
-from qkv.config import ConfigError, config_from_dict
-from qkv.models.transformer import Encoder
+from qkv.config import ConfigError, ConfigMixin
+from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config, config_preset
 from qkv.nn.embedding import TokenEmbedding
 from qkv.nn.masks import padding_mask
 from qkv.nn.positional import PositionalEncoding
@@ -66,7 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(ConfigMixin):
     """Hyper-parameters of :class:`TextClassifier` (frozen, validated on construction).
 
     Args:
@@ -105,26 +105,13 @@ class ClassifierConfig:
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len"):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        check_encoder_config(
+            self,
+            positive=("vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len"),
+            choices={"positional": ("sinusoidal", "learned"), "pooling": POOLINGS},
+        )
         if not (isinstance(self.n_classes, int) and self.n_classes >= 2):
             raise ConfigError(f"n_classes must be an int >= 2, got {self.n_classes!r}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        choices = {
-            "activation": ("relu", "gelu"),
-            "norm": ("post", "pre"),
-            "positional": ("sinusoidal", "learned"),
-            "pooling": POOLINGS,
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if not 0 <= self.pad_id < self.vocab_size:
             raise ConfigError(f"pad_id {self.pad_id} is outside the vocabulary of {self.vocab_size}")
         if self.mask_id is not None and not (0 <= self.mask_id < self.vocab_size and self.mask_id != self.pad_id):
@@ -133,22 +120,10 @@ class ClassifierConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
         """A named preset (``tiny``, ``sst2``, ``bert-base``) with overrides (``vocab_size`` is required)."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown classifier preset {name!r}; presets: {sorted(PRESETS)}")
-        return config_from_dict(cls, {**PRESETS[name], **overrides}, where=f"preset {name!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def replace(self, **changes: Any) -> Self:
-        return config_from_dict(type(self), {**self.to_dict(), **changes})
+        return config_preset(cls, PRESETS, name, overrides, "classifier")
 
 
-class TextClassifier(nn.Module):
+class TextClassifier(EncoderClassifier):
     """Encoder-only sentence classifier with [CLS] or mean pooling (see the module docstring).
 
     Args:
@@ -158,7 +133,8 @@ class TextClassifier(nn.Module):
         - tokens ``(B, T)`` int64, right-padded with ``config.pad_id`` (no BOS/EOS needed).
         - ``forward`` -> logits ``(B, C)``; with ``return_attention=True`` also a list of L encoder maps
           ``(B, H, N, N)`` where N = T + 1 with [CLS] (position 0 is [CLS]) or N = T with mean pooling.
-        - ``encode`` -> final states ``(B, N, D)`` and the key mask ``(B, 1, 1, N)``.
+        - ``encode`` -> final states ``(B, N, D)``, the key mask ``(B, 1, 1, N)`` and the maps
+          (:class:`~qkv.models.encoder_only.EncoderClassifier`).
 
     Example:
         >>> model = TextClassifier(ClassifierConfig.preset("tiny", vocab_size=100))
@@ -174,22 +150,12 @@ class TextClassifier(nn.Module):
         n_positions = c.max_len + (1 if c.pooling == "cls" else 0)
         self.pos = PositionalEncoding(c.d_model, n_positions, c.positional)
         self.embed_dropout = nn.Dropout(c.dropout)
-        self.encoder = Encoder(
-            c.n_layers,
-            d_model=c.d_model,
-            n_heads=c.n_heads,
-            d_ff=c.d_ff,
-            dropout=c.dropout,
-            attention_dropout=c.attention_dropout,
-            activation_dropout=c.activation_dropout,
-            activation=c.activation,
-            norm=c.norm,
-            eps=c.eps,
-        )
+        self.encoder = build_encoder(c)
         self.head_dropout = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.d_model, c.n_classes)  # the classifier on the pooled state
 
-    def _check(self, tokens: Tensor) -> None:
+    def embed_inputs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        """Token embeddings ``(B, T, D)`` and the padding mask ``(B, 1, 1, T)``."""
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be (B, T) ids, got shape {tuple(tokens.shape)}")
         if tokens.shape[1] > self.config.max_len:
@@ -197,19 +163,10 @@ class TextClassifier(nn.Module):
                 f"sentence of {tokens.shape[1]} tokens is longer than max_len={self.config.max_len}; "
                 "truncate it or build the model with a larger max_len"
             )
+        return self.embed(tokens), padding_mask(tokens, self.config.pad_id)  # (B, T, D), (B, 1, 1, T)
 
-    def encode(self, tokens: Tensor, return_attention: bool = False):
-        """Final encoder states ``(B, N, D)``, the key mask ``(B, 1, 1, N)`` and (optionally) the maps."""
-        self._check(tokens)
-        x = self.embed(tokens)  # (B, T, D)
-        mask = padding_mask(tokens, self.config.pad_id)  # (B, 1, 1, T)
-        if self.cls is not None:
-            x = torch.cat([self.cls.expand(x.shape[0], 1, -1).to(x.dtype), x], dim=1)  # (B, 1 + T, D)
-            cls_key = torch.ones_like(mask[..., :1])  # [CLS] is always a real key
-            mask = torch.cat([cls_key, mask], dim=-1)  # (B, 1, 1, 1 + T)
-        x = self.embed_dropout(self.pos(x))  # (B, N, D)
-        h, maps = self.encoder(x, mask, need_weights=return_attention)  # (B, N, D)
-        return h, mask, maps
+    def add_positions(self, x: Tensor) -> Tensor:
+        return self.pos(x)  # (B, N, D): [CLS] takes position 0
 
     def pool(self, h: Tensor, mask: Tensor) -> Tensor:
         """One vector per sentence ``(B, D)``: the [CLS] state or the mean over non-padding positions."""
@@ -218,11 +175,5 @@ class TextClassifier(nn.Module):
         keep = mask[:, 0, 0, :, None].to(h.dtype)  # (B, T, 1)
         return (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
 
-    def forward(self, tokens: Tensor, return_attention: bool = False):
-        """Logits ``(B, C)`` (and the list of L encoder maps ``(B, H, N, N)`` with ``return_attention``)."""
-        h, mask, maps = self.encode(tokens, return_attention)
-        logits = self.head(self.head_dropout(self.pool(h, mask)))  # (B, C)
-        return (logits, maps) if return_attention else logits
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def classify(self, h: Tensor, mask: Tensor) -> Tensor:
+        return self.head(self.head_dropout(self.pool(h, mask)))  # (B, C)

@@ -20,15 +20,14 @@ All three are options of the shared encoder; post-LN is available for comparison
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Self
 
 import torch
 from torch import Tensor, nn
 
-from qkv.config import ConfigError, config_from_dict
-from qkv.models.transformer import Encoder
+from qkv.config import ConfigError, ConfigMixin
+from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config, config_preset
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 8×8 scikit-learn digits: trains in seconds (tests)
@@ -51,7 +50,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 @dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(ConfigMixin):
     """Hyper-parameters of :class:`ViT` (frozen, validated).
 
     Args:
@@ -61,6 +60,7 @@ class ViTConfig:
         n_classes: number of classes K.
         d_model, n_heads, d_ff, n_layers: encoder sizes.
         dropout: residual/embedding dropout; attention_dropout: dropout on attention weights.
+        activation_dropout: dropout inside the FFN (not in either paper; 0 by default).
         activation: ``"gelu"`` (ViT) or ``"relu"`` (the Transformer paper).
         norm: ``"pre"`` (ViT; flagged deviation from the paper's post-LN) or ``"post"``.
         eps: LayerNorm epsilon.
@@ -76,33 +76,16 @@ class ViTConfig:
     n_layers: int = 4
     dropout: float = 0.1
     attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
     activation: str = "gelu"
     norm: str = "pre"
     eps: float = 1e-6
 
     def __post_init__(self) -> None:
-        for name in (
-            "image_size",
-            "patch_size",
-            "in_channels",
-            "n_classes",
-            "d_model",
-            "n_heads",
-            "d_ff",
-            "n_layers",
-        ):
-            value = getattr(self, name)
-            if not (isinstance(value, int) and value > 0):
-                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        positive = ("image_size", "patch_size", "in_channels", "n_classes", "d_model", "n_heads", "d_ff", "n_layers")
+        check_encoder_config(self, positive)
         if self.image_size % self.patch_size:
             raise ConfigError(f"patch_size {self.patch_size} must divide image_size {self.image_size}")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        if self.activation not in ("relu", "gelu") or self.norm not in ("pre", "post"):
-            raise ConfigError(f"activation must be relu|gelu and norm pre|post, got {self.activation}, {self.norm}")
 
     @property
     def grid(self) -> int:
@@ -116,16 +99,7 @@ class ViTConfig:
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
         """A named preset (``digits``, ``mnist``, ``vit-base``) with overrides."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown ViT preset {name!r}; presets: {sorted(PRESETS)}")
-        return config_from_dict(cls, {**PRESETS[name], **overrides}, where=f"preset {name!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return config_preset(cls, PRESETS, name, overrides, "ViT")
 
 
 class PatchEmbedding(nn.Module):
@@ -144,7 +118,7 @@ class PatchEmbedding(nn.Module):
         return x.flatten(2).transpose(1, 2)  # (B, D, Np) -> (B, Np, D)
 
 
-class ViT(nn.Module):
+class ViT(EncoderClassifier):
     """Vision Transformer classifier: patches + [CLS] + learned positions -> pre-LN encoder -> head on [CLS].
 
     Args:
@@ -154,6 +128,8 @@ class ViT(nn.Module):
         - images ``(B, C, Hi, Wi)`` float (or ``(B, Hi, Wi)`` for one channel).
         - ``forward`` -> logits ``(B, K)``; with ``return_attention=True`` also the list of L encoder maps
           ``(B, H, N, N)`` (token 0 is [CLS], token 1 + i is patch i in row-major order).
+        - ``encode`` -> final states ``(B, N, D)``, ``None`` (no padding: no mask) and the maps
+          (:class:`~qkv.models.encoder_only.EncoderClassifier`).
 
     Example:
         >>> model = ViT(ViTConfig.preset("digits"))
@@ -168,23 +144,13 @@ class ViT(nn.Module):
         self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model))
         self.pos_embed = nn.Parameter(torch.randn(1, c.n_patches + 1, c.d_model) * 0.02)  # learned E_pos
         self.embed_dropout = nn.Dropout(c.dropout)
-        self.encoder = Encoder(
-            c.n_layers,
-            d_model=c.d_model,
-            n_heads=c.n_heads,
-            d_ff=c.d_ff,
-            dropout=c.dropout,
-            attention_dropout=c.attention_dropout,
-            activation_dropout=0.0,
-            activation=c.activation,
-            norm=c.norm,
-            eps=c.eps,
-        )  # pre-LN ends in a LayerNorm: the ViT's LN before the head (Eq. 4)
+        self.encoder = build_encoder(c)  # pre-LN ends in a LayerNorm: the ViT's LN before the head (Eq. 4)
         self.head = nn.Linear(c.d_model, c.n_classes)
         nn.init.zeros_(self.head.weight)  # ViT initialises the head to zero
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, images: Tensor, return_attention: bool = False):
+    def embed_inputs(self, images: Tensor) -> tuple[Tensor, None]:
+        """Patch embeddings ``(B, Np, D)``; no mask (every image has all its patches)."""
         c = self.config
         if images.dim() == 3 and c.in_channels == 1:
             images = images[:, None]  # (B, Hi, Wi) -> (B, 1, Hi, Wi)
@@ -192,12 +158,10 @@ class ViT(nn.Module):
             raise ValueError(
                 f"images must be (B, {c.in_channels}, {c.image_size}, {c.image_size}), got {tuple(images.shape)}"
             )
-        x = self.patch_embed(images)  # (B, Np, D)
-        x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N, D)
-        x = self.embed_dropout(x + self.pos_embed)  # (B, N, D)
-        h, maps = self.encoder(x, None, need_weights=return_attention)  # (B, N, D)
-        logits = self.head(h[:, 0])  # (B, K): [CLS]
-        return (logits, maps) if return_attention else logits
+        return self.patch_embed(images), None  # (B, Np, D)
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def add_positions(self, x: Tensor) -> Tensor:
+        return x + self.pos_embed  # (B, N, D): learned E_pos, [CLS] at position 0
+
+    def classify(self, h: Tensor, mask: None = None) -> Tensor:
+        return self.head(h[:, 0])  # (B, K): [CLS]

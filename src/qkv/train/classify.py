@@ -6,31 +6,32 @@ The recipe is BERT's fine-tuning one (Devlin et al. 2019, §A.3) rather than the
 AdamW, linear warm-up then linear decay of the learning rate, gradient clipping, cross-entropy on the logits.
 Sentences are batched by similar length (shuffled within chunks) so that little compute goes to padding.
 
-Also here: :func:`save_model` / :func:`load_model`, a model folder of ``model.safetensors`` (weights; loading
-never unpickles) and ``config.json`` (architecture name, config, and free-form metadata).
+Models are saved as the shared checkpoint folders of :mod:`qkv.train.checkpoint` (arch ``"classifier"`` or
+``"vit"``, see :mod:`qkv.models.registry`); :class:`TokenizerFile` puts a classifier's tokenizer beside them.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from qkv.config import ConfigError
+from qkv.config import ConfigError, ConfigMixin
+from qkv.data.tokenizer import SubwordTokenizer
+from qkv.train.checkpoint import save_checkpoint
+
+TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass(frozen=True)
-class ClassifyTrainConfig:
+class ClassifyTrainConfig(ConfigMixin):
     """Hyper-parameters of :func:`train_classifier`.
 
     Args:
@@ -109,6 +110,16 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def optimizer_step(loss: Tensor, model: nn.Module, optimizer, scheduler, grad_clip: float) -> None:
+    """One update: clear the gradients, back-propagate ``loss``, clip the global norm (0 = off), step both."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+
+
 @torch.no_grad()
 def predict_logits(model: nn.Module, inputs: Sequence, *, batch_size: int = 256, pad_id: int = 0) -> Tensor:
     """Logits ``(N, C)`` for token id lists (padded per batch) or for a tensor of images ``(N, ...)``."""
@@ -147,7 +158,7 @@ def train_classifier(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train ``model`` to classify; returns one record per epoch: epoch, loss, train_acc, dev_acc.
+    """Train ``model`` to classify; returns one record per epoch: epoch, step, loss, train_acc, dev_acc.
 
     Args:
         model: maps ``(B, T)`` token ids (or ``(B, ...)`` images) to logits ``(B, C)``.
@@ -190,19 +201,14 @@ def train_classifier(
             y = labels_t[torch.as_tensor(batch)].to(device)  # (B,)
             logits = model(x.to(device))  # (B, C)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, model, optimizer, scheduler, config.grad_clip)
             step += 1
             total_loss += loss.item() * len(y)
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
             if on_step is not None:
                 on_step(step, loss.item())
-        record = {"epoch": epoch, "loss": total_loss / seen, "train_acc": correct / seen}
+        record = {"epoch": epoch, "step": step, "loss": total_loss / seen, "train_acc": correct / seen}
         if dev is not None:
             record["dev_acc"] = accuracy(model, dev[0], dev[1], pad_id=pad_id)
         history.append(record)
@@ -211,65 +217,47 @@ def train_classifier(
     return history
 
 
-# -- model folders ----------------------------------------------------------------------------------------
+# -- the tokenizer in a checkpoint folder ------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenizerFile:
+    """A classifier's :class:`~qkv.data.tokenizer.SubwordTokenizer` as checkpoint files.
 
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
-
-
-def save_model(folder: str | Path, model: nn.Module, arch: str, meta: dict[str, Any] | None = None) -> Path:
-    """Write ``model.safetensors`` and ``config.json`` (``arch``, ``config``, ``meta``) into ``folder``.
-
-    Each file is written to a temporary name and renamed, so a crash never leaves a half-written file.
+    Pass it as ``tokenizers=`` to :func:`qkv.train.checkpoint.save_checkpoint`: ``save(folder)`` writes
+    ``folder/tokenizer.json``; :meth:`load` reads it back.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = folder / (WEIGHTS + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, folder / WEIGHTS)
-    info = {"arch": arch, "config": asdict(model.config), "meta": meta or {}}
-    tmp = folder / (CONFIG + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2))
-    os.replace(tmp, folder / CONFIG)
-    return folder
+
+    tokenizer: SubwordTokenizer
+
+    def save(self, folder: str | Path) -> Path:
+        return self.tokenizer.save(Path(folder) / TOKENIZER_FILE)
+
+    @staticmethod
+    def load(folder: str | Path) -> SubwordTokenizer:
+        return SubwordTokenizer.load(Path(folder) / TOKENIZER_FILE)
 
 
-def read_model_info(folder: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a model folder: ``{"arch", "config", "meta"}``."""
-    path = Path(folder) / CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"not a model folder (no {CONFIG}): {folder}")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
-    for key in ("arch", "config"):
-        if key not in info:
-            raise ValueError(f"{path}: missing key {key!r}")
-    return info
+def save_classifier_checkpoint(
+    folder: str | Path,
+    model: nn.Module,
+    train_config: Any,
+    history: list[dict[str, Any]],
+    *,
+    metrics: dict[str, Any],
+    tokenizer: SubwordTokenizer | None = None,
+    **extra: Any,
+) -> Path:
+    """:func:`~qkv.train.checkpoint.save_checkpoint` after :func:`train_classifier` or MLM pre-training.
 
-
-def load_state(folder: str | Path) -> dict[str, Tensor]:
-    """The weights of a model folder (safetensors: no code is unpickled)."""
-    path = Path(folder) / WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights in model folder: expected {path}")
-    return load_file(str(path))
-
-
-def load_model(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model saved by :func:`save_model`; returns ``(model in eval mode, meta)``."""
-    info = read_model_info(folder)
-    arch = info["arch"]
-    if arch == "classifier":
-        from qkv.models.classifier import ClassifierConfig, TextClassifier
-
-        model = TextClassifier(ClassifierConfig.from_dict(info["config"]))
-    elif arch == "vit":
-        from qkv.models.vit import ViT, ViTConfig
-
-        model = ViT(ViTConfig.from_dict(info["config"]))
-    else:
-        raise ValueError(f"{folder}: unknown model arch {arch!r} (expected 'classifier' or 'vit')")
-    model.load_state_dict(load_state(folder))
-    return model.to(map_location).eval(), info.get("meta", {})
+    Records ``train_config.to_dict()``, the step and epoch of the last ``history`` record, ``metrics``, the
+    tokenizer (``tokenizer.json``, see :class:`TokenizerFile`), and ``history`` plus ``extra`` in ``config.json``.
+    """
+    return save_checkpoint(
+        folder,
+        model,
+        train_config=train_config.to_dict(),
+        step=history[-1]["step"] if history else 0,
+        epoch=history[-1]["epoch"] if history else 0,
+        metrics=metrics,
+        tokenizers=TokenizerFile(tokenizer) if tokenizer is not None else None,
+        extra={**extra, "history": history},
+    )

@@ -11,7 +11,8 @@ Legend: B batch, T tokens, N = T (+1 with [CLS]), D d_model, V vocabulary.
     logits = MLMHead(TextClassifier.encode(inputs))         (B, T, V)
     loss = CrossEntropy(logits, targets, ignore_index=IGNORE)
 
-The encoder pre-trained this way is then fine-tuned for classification (``qkv classify train --init DIR``):
+The encoder pre-trained this way is saved as a ``"classifier"`` checkpoint (:mod:`qkv.train.checkpoint`; the
+MLM head is not kept) and then fine-tuned for classification (``qkv classify train --init DIR``):
 :func:`load_pretrained_encoder` copies every weight except the classifier head.
 """
 
@@ -20,14 +21,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from qkv.config import ConfigError
+from qkv.config import ConfigError, ConfigMixin
 from qkv.models.classifier import TextClassifier
-from qkv.train.classify import collate_tokens, length_batches, load_state, make_optimizer
+from qkv.train.checkpoint import load_checkpoint
+from qkv.train.classify import collate_tokens, length_batches, make_optimizer, optimizer_step
 
 IGNORE = -100  # target of a position that is not chosen: ignored by the loss (torch's ignore_index default)
 N_SPECIAL = 4  # PAD, BOS, EOS, UNK = 0..3 are never chosen nor drawn as random tokens
@@ -149,7 +152,7 @@ def mlm_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class MLMConfig:
+class MLMConfig(ConfigMixin):
     """Hyper-parameters of :func:`pretrain_mlm` (BERT: mask_prob 0.15, AdamW, warm-up then linear decay)."""
 
     epochs: int = 3
@@ -175,8 +178,9 @@ def pretrain_mlm(
 ) -> list[dict]:
     """Pre-train ``classifier``'s embeddings and encoder with the MLM objective on token id lists.
 
-    Returns one record per epoch: ``epoch``, ``loss`` (mean over chosen tokens), ``accuracy`` (of the
-    predictions at chosen positions). The masks are drawn afresh every epoch (dynamic masking, RoBERTa).
+    Returns one record per epoch: ``epoch``, ``step`` (optimizer steps so far), ``loss`` (mean over chosen
+    tokens), ``accuracy`` (of the predictions at chosen positions). The masks are drawn afresh every epoch
+    (dynamic masking, RoBERTa).
     """
     c = classifier.config
     mlm = MaskedLanguageModel(classifier)
@@ -187,7 +191,7 @@ def pretrain_mlm(
     lengths = [len(s) for s in sentences]
     total = math.ceil(len(sentences) / config.batch_size) * config.epochs
     optimizer, scheduler = make_optimizer(mlm, config.lr, config.weight_decay, total, config.warmup)
-    history = []
+    history, step = [], 0
     for epoch in range(1, config.epochs + 1):
         mlm.train()
         loss_sum, correct, n = 0.0, 0, 0
@@ -209,29 +213,28 @@ def pretrain_mlm(
             logits = mlm(inputs.to(device), chosen_mask)  # (M, V): only the chosen positions
             targets = targets[chosen_mask]  # (M,)
             loss = F.cross_entropy(logits.float(), targets)  # = mlm_loss on the full (B, T, V) logits
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip > 0:
-                nn.utils.clip_grad_norm_(mlm.parameters(), config.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            optimizer_step(loss, mlm, optimizer, scheduler, config.grad_clip)
+            step += 1
             loss_sum += loss.item() * chosen
             correct += int((logits.argmax(-1) == targets).sum())
             n += chosen
-        record = {"epoch": epoch, "loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1)}
+        record = {"epoch": epoch, "step": step, "loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1)}
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
     return history
 
 
-def load_pretrained_encoder(classifier: TextClassifier, folder) -> list[str]:
-    """Copy the weights of a pre-trained model folder into ``classifier``, all but the classifier head.
+def load_pretrained_encoder(classifier: TextClassifier, folder: str | Path) -> list[str]:
+    """Copy the weights of a pre-trained checkpoint folder into ``classifier``, all but the classifier head.
 
-    Returns the names of the parameters left at their fresh initialisation (the head). Shapes must match:
-    build ``classifier`` from the pre-trained config (same vocabulary and sizes).
+    The folder is read with :func:`qkv.train.checkpoint.load_checkpoint` (names and shapes checked against the
+    model its ``config.json`` describes). Returns the names of the parameters left at their fresh
+    initialisation (the head). Shapes must match: build ``classifier`` from the pre-trained config (same
+    vocabulary and sizes).
     """
-    state = {k: v for k, v in load_state(folder).items() if not k.startswith("head.")}
+    pretrained = load_checkpoint(folder, device=next(classifier.parameters()).device).model
+    state = {k: v for k, v in pretrained.state_dict().items() if not k.startswith("head.")}
     own = classifier.state_dict()
     for name, value in state.items():
         if name in own and own[name].shape != value.shape:

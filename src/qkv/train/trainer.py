@@ -100,6 +100,7 @@ class TrainConfig(ConfigMixin):
         log_every_steps: log interval.
         progress: show a tqdm progress bar (only when stderr is a terminal).
         fsdp, activation_checkpointing: use ``qkv.train.sharding`` (options, for large models on GPUs).
+        compile: ``torch.compile`` the training forward (dynamic shapes; one graph, see tests/test_compile.py).
     """
 
     max_tokens: int = 4096
@@ -127,6 +128,7 @@ class TrainConfig(ConfigMixin):
     progress: bool = True
     fsdp: bool = False
     activation_checkpointing: bool = False
+    compile: bool = False
 
     def __post_init__(self) -> None:
         def check(ok: bool, message: str) -> None:
@@ -441,6 +443,8 @@ class _Trainer:
             self.wrapped = _sharding().wrap_fsdp(self.model)
         else:
             self.wrapped = wrap_ddp(self.model, env, device)
+        if config.compile:
+            self.wrapped = torch.compile(self.wrapped, dynamic=True)
 
         d_model = getattr(model_config, "d_model", None)
         if config.lr_schedule == "noam" and d_model is None:
@@ -454,6 +458,7 @@ class _Trainer:
             betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_eps,
             weight_decay=config.weight_decay,
+            fused=device.type == "cuda" or None,  # one kernel for every parameter on a GPU
         )
         self.scheduler = build_scheduler(self.optimizer, self.schedule)
         if state is not None:
