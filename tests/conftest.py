@@ -26,5 +26,10 @@ def shared_data() -> Path:
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Every test starts from the same seed, on one thread (the models here are tiny: a thread pool costs
+    more than it gives, and on a busy machine it can be many times slower)."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)

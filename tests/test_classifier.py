@@ -22,15 +22,6 @@ from qkv.train.classify import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models: one thread avoids thread-pool overhead, which dominates on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny(pooling="cls", **kw):
     return TextClassifier(ClassifierConfig.preset("tiny", vocab_size=40, pooling=pooling, **kw)).eval()
 

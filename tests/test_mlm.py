@@ -20,12 +20,6 @@ from qkv.train.mlm import (
 V, MASK = 60, 59
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_masking_statistics_80_10_10():

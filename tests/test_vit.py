@@ -18,14 +18,6 @@ from qkv.train.classify import ClassifyTrainConfig, train_classifier
 from qkv.viz.rollout import attention_rollout, cls_patch_map
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_shapes_and_attention():
     model = ViT(ViTConfig.preset("digits", n_layers=3)).eval()
     logits, maps = model(torch.rand(2, 1, 8, 8), return_attention=True)

@@ -15,8 +15,12 @@ def register(sub) -> None:
         "map: {kind}_layer{l}.png/.svg (heads as panels), alignment_layer{l}.png/.svg, attention.npz, "
         "attention.html.",
     )
-    p.add_argument("source", help="the source sentence")
-    p.add_argument("--model", help="checkpoint folder (default: a small seeded untrained demo model)")
+    p.add_argument("source", help="the source sentence (or the sentence to classify, for a classifier)")
+    p.add_argument(
+        "--model",
+        help="checkpoint folder: a translation model or a text classifier (default: a small seeded untrained "
+        "demo translation model; for a ViT use `qkv vit attention`)",
+    )
     p.add_argument(
         "--target", help="target sentence fed to the decoder (default: the model's own translation)"
     )
@@ -61,6 +65,15 @@ def run(args) -> int:
         raise CliError(f"--beam-size must be at least 1, got {args.beam_size}")
     if not args.source.strip():
         raise CliError("the source sentence is empty")
+    if args.model is not None and Path(args.model).is_dir():
+        from qkv.train.checkpoint import read_config
+
+        arch = read_config(args.model).get("arch")
+        if arch == "classifier":
+            return run_classifier(args, formats)
+        if arch == "vit":
+            raise CliError(f"{args.model} is a ViT, which reads images: use `qkv vit attention --model "
+                           f"{args.model} --index N` for its maps over patches and the rollout")
     translator, description, untrained = load_translator(args.model, args.device)
     view = translator.attention(args.source, args.target, beam_size=args.beam_size)
     kinds = transformer_kinds(view.maps, view.src_tokens, view.tgt_tokens)
@@ -82,5 +95,35 @@ def run(args) -> int:
     print(f"translation: {view.translation}")
     if args.target is not None:
         print(f"target:      {args.target}")
+    print(f"wrote {len(written)} files to {Path(args.out)}/ (open attention.html in a browser)")
+    return 0
+
+
+def run_classifier(args, formats: list[str]) -> int:
+    """Encoder self-attention of a text classifier ([CLS] + subwords on both axes) and its prediction."""
+    import torch
+
+    from qkv.cli.classify import encode
+    from qkv.train.checkpoint import load_checkpoint
+    from qkv.train.classify import TokenizerFile
+    from qkv.viz.export import export_attention
+    from qkv.viz.maps import collect_kinds
+
+    loaded = load_checkpoint(args.model, device=args.device)
+    model, tokenizer = loaded.model, TokenizerFile.load(args.model)
+    ids = encode(tokenizer, [args.source], model.config.max_len)[0]
+    with torch.no_grad():
+        logits, maps = model(torch.tensor([ids], device=args.device), return_attention=True)  # (1, C), L×(1,H,N,N)
+    tokens = ["[CLS]", *tokenizer.tokens(args.source)][: len(ids) + 1]
+    probs = logits.softmax(-1)[0]
+    labels = loaded.config.get("labels") or [str(i) for i in range(len(probs))]
+    k = int(probs.argmax())
+    kinds = collect_kinds({"encoder_self": maps}, {"encoder_self": (tokens, tokens)})
+    written = export_attention(
+        kinds, args.out, title=f"Attention: {args.source}",
+        subtitle=f"{args.source}  →  {labels[k]} ({probs[k]:.2f})  [{args.model}]", formats=formats,
+    )
+    print(f"sentence:   {args.source}")
+    print(f"prediction: {labels[k]} ({probs[k]:.3f})")
     print(f"wrote {len(written)} files to {Path(args.out)}/ (open attention.html in a browser)")
     return 0

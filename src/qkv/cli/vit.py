@@ -16,6 +16,8 @@ from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.train.checkpoint import load_checkpoint
 from qkv.train.classify import ClassifyTrainConfig, accuracy, save_classifier_checkpoint, train_classifier
+from qkv.viz.export import export_attention
+from qkv.viz.maps import collect_kinds, patch_labels
 from qkv.viz.rollout import attention_rollout, cls_patch_map, save_overlay
 
 # per data set: preset, epochs, lr, batch size, max shift of the augmentation
@@ -96,6 +98,13 @@ def cmd_attention(args) -> int:
     out = Path(args.out or Path(args.model) / f"rollout_{args.index}.png")
     save_overlay(image[0], heat, out, title=f"test image {args.index}: label {label}, predicted {pred}")
     print(f"label {label}, predicted {pred}; attention rollout written to {out}")
+    # every layer and head over the patches ("cls", "p0", "p1", … in row-major order), as for text
+    tokens = patch_labels(model.config.n_patches)
+    kinds = collect_kinds({"encoder_self": maps}, {"encoder_self": (tokens, tokens)})
+    maps_dir = out.with_suffix("")
+    written = export_attention(kinds, maps_dir, title=f"ViT attention, test image {args.index}",
+                               subtitle=f"label {label}, predicted {pred}", formats=("png",))
+    print(f"every layer and head: {len(written)} files in {maps_dir}/ (open attention.html in a browser)")
     return 0
 
 
