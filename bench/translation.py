@@ -6,11 +6,13 @@ the best and the averaged checkpoints, with the wall time. Settings:
 - ``cpu-de-en``: 2 CPU cores, ≤ 30 minutes of training, De→En. Bar: ≥ 28 sacreBLEU cased.
 - ``gpu-de-en``: one GPU (H100), ≤ 10 minutes, De→En. Bars: ≥ 40 lowercased BLEU and ≥ 38 sacreBLEU cased.
 - ``gpu-en-de``: one GPU, ≤ 10 minutes, En→De. Bar: ≥ 42 lowercased BLEU.
-- ``rnn`` / ``rnn-attention`` / ``transformer-same-budget``: the three architectures of issue 5 at one budget.
+- ``rnn`` / ``rnn-attention`` / ``transformer``: the three architectures of issue 5 at one budget (8 minutes
+  on 2 CPU cores by default); give several settings to get one table.
 
 Usage:
     python bench/translation.py cpu-de-en [--data ../shared/data/multi30k] [--out runs/bench-cpu-de-en]
     python bench/translation.py gpu-de-en --minutes 10
+    python bench/translation.py rnn rnn-attention transformer --minutes 8    # the comparison table
     python bench/translation.py cpu-de-en --dry-run      # print the qkv train command only
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -48,53 +51,79 @@ SETTINGS: dict[str, tuple[str, str, float, list[str], dict[str, float]]] = {
          "--save-every", "200"],
         {"bleu_lowercase": 42.0},
     ),
-    "rnn": ("de", "en", 30, ["--arch", "rnn", "--preset", "small", "--max-tokens", "3072", "--lr", "1e-3",
-                             "--no-bleu", "--save-every", "150"], {}),
-    "rnn-attention": ("de", "en", 30, ["--arch", "rnn-attention", "--preset", "small", "--max-tokens", "3072",
-                                       "--lr", "1e-3", "--no-bleu", "--save-every", "150"], {}),
+    # issue 5: the three architectures with the same data, tokenizer, batching, budget, decoding and scoring
+    **{
+        arch: ("de", "en", 8, ["--arch", arch, "--preset", "small", "--max-tokens", "3072", "--lr-schedule",
+                               "inverse_sqrt", "--lr", "1e-3", "--warmup", "500", "--no-bleu", "--average-last", "1",
+                               "--log-every", "50"], {})
+        for arch in ("rnn", "rnn-attention")
+    },
 }
-SETTINGS["transformer-same-budget"] = (*SETTINGS["cpu-de-en"][:4], {})
+SETTINGS["transformer"] = ("de", "en", 8, [*SETTINGS["cpu-de-en"][3], "--average-last", "1"], {})
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("setting", choices=sorted(SETTINGS))
-    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
-    parser.add_argument("--out", default=None, help="run folder (default runs/bench-SETTING)")
-    parser.add_argument("--minutes", type=float, default=None, help="override the training budget")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--dry-run", action="store_true", help="print the command and exit")
-    args = parser.parse_args()
-
-    src, tgt, minutes, recipe, bars = SETTINGS[args.setting]
-    out = Path(args.out or f"runs/bench-{args.setting}")
+def run_setting(name: str, args: argparse.Namespace) -> dict | None:
+    """Train and score one setting; returns its results.json (with the setting's bars checked)."""
+    src, tgt, minutes, recipe, bars = SETTINGS[name]
+    out = Path(args.out or "runs") / f"bench-{name}"
     argv = ["train", "--data", args.data, "--src", src, "--tgt", tgt, "--out", str(out),
             "--max-minutes", str(args.minutes or minutes), "--device", args.device, "--no-progress", *recipe]
     print("qkv " + shlex.join(argv), flush=True)
     if args.dry_run:
-        return 0
+        return None
 
     from qkv.cli import main as qkv_main
 
     t0 = time.time()
-    code = qkv_main(argv)
-    if code != 0:
-        return code
+    if qkv_main(argv) != 0:
+        raise SystemExit(f"{name}: qkv train failed")
     results = json.loads((out / "results.json").read_text())
-    print(f"\n{args.setting}: {(time.time() - t0) / 60:.1f} min in all "
+    config = json.loads((out / "best" / "config.json").read_text())
+    results["name"], results["arch"] = name, config["arch"]
+    results["parameters"] = parameter_count(out / "best")
+    print(f"\n{name}: {(time.time() - t0) / 60:.1f} min in all "
           f"({results['train']['elapsed_seconds'] / 60:.1f} min of training, {results['train']['steps']} steps)")
-    failed = False
-    for name, scores in results.get("test", {}).items():
-        line = (f"  {name:>9}: sacreBLEU {scores['bleu']:.1f}  lowercased BLEU {scores['bleu_lowercase']:.1f}  "
-                f"chrF {scores['chrf']:.1f}  (beam {scores['beam']})")
-        print(line)
+    for ckpt, scores in results.get("test", {}).items():
+        print(f"  {ckpt:>9}: sacreBLEU {scores['bleu']:.1f}  lowercased BLEU {scores['bleu_lowercase']:.1f}  "
+              f"chrF {scores['chrf']:.1f}  (beam {scores['beam']})")
     best = max(results.get("test", {}).values(), key=lambda s: s["bleu"], default=None)
+    results["passed"] = True
     for metric, minimum in bars.items():
         value = best[metric] if best else float("nan")
-        ok = value >= minimum
-        failed |= not ok
-        print(f"  bar {metric} >= {minimum}: {value:.1f} {'PASS' if ok else 'FAIL'}")
-    return 1 if failed else 0
+        results["passed"] &= value >= minimum
+        print(f"  bar {metric} >= {minimum}: {value:.1f} {'PASS' if value >= minimum else 'FAIL'}")
+    results["best_scores"] = best
+    return results
+
+
+def parameter_count(folder: Path) -> int:
+    """Parameters stored in a checkpoint (tied matrices are stored, and counted, once)."""
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())  # noqa: SIM118 (not a dict)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("settings", nargs="+", choices=sorted(SETTINGS), metavar="SETTING",
+                        help=f"one or more of {', '.join(sorted(SETTINGS))}")
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
+    parser.add_argument("--out", default=None, help="parent folder of the runs (default runs/): OUT/bench-SETTING")
+    parser.add_argument("--minutes", type=float, default=None, help="override the training budget")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    args = parser.parse_args()
+
+    rows = [r for r in (run_setting(name, args) for name in args.settings) if r is not None]
+    if len(rows) > 1:
+        print("\n| model | parameters | training | steps | sacreBLEU | lowercased BLEU | chrF |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            s = r["best_scores"]
+            print(f"| {r['name']} | {r['parameters']:,} | {r['train']['elapsed_seconds'] / 60:.1f} min | "
+                  f"{r['train']['steps']} | {s['bleu']:.1f} | {s['bleu_lowercase']:.1f} | {s['chrf']:.1f} |")
+    return 0 if all(r["passed"] for r in rows) else 1
 
 
 if __name__ == "__main__":
