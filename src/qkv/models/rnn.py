@@ -49,6 +49,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from qkv.config import ConfigError, ConfigMixin
 from qkv.models.transformer import AttentionMaps
+from qkv.nn.embedding import check_token_ids
 from qkv.nn.masks import padding_mask
 
 ARCHS = ("rnn", "rnn-attention")
@@ -210,10 +211,7 @@ class RNNEncoderDecoder(nn.Module):
         return padding_mask(src, self.config.pad_id)
 
     def _check_tokens(self, name: str, tokens: Tensor) -> None:
-        if tokens.dim() != 2:
-            raise ValueError(f"{name} must be token ids of shape (B, length), got {tuple(tokens.shape)}")
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{name} must hold integer token ids, got {tokens.dtype}")
+        check_token_ids(name, tokens)
 
     def _check_memory(self, memory: Tensor, width: int) -> None:
         if memory.dim() != 3 or memory.shape[-1] != width:

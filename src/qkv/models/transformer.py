@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.config import TransformerConfig
-from qkv.nn.embedding import TokenEmbedding
+from qkv.nn.embedding import TokenEmbedding, check_token_ids
 from qkv.nn.layers import DecoderLayer, EncoderLayer, LayerCache
 from qkv.nn.masks import padding_mask
 from qkv.nn.positional import PositionalEncoding
@@ -179,10 +179,7 @@ class Transformer(nn.Module):
         return padding_mask(src, self.config.pad_id)
 
     def _check_tokens(self, name: str, tokens: Tensor) -> None:
-        if tokens.dim() != 2:
-            raise ValueError(f"{name} must be token ids of shape (B, length), got {tuple(tokens.shape)}")
-        if tokens.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{name} must hold integer token ids, got {tokens.dtype}")
+        check_token_ids(name, tokens)
 
     # -- the three entry points ---------------------------------------------------------------------------
     def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):

@@ -13,6 +13,14 @@ import torch
 from torch import Tensor, nn
 
 
+def check_token_ids(name: str, tokens: Tensor) -> None:
+    """Refuse anything but a ``(B, length)`` integer tensor of token ids, naming the argument."""
+    if tokens.dim() != 2:
+        raise ValueError(f"{name} must be token ids of shape (B, length), got {tuple(tokens.shape)}")
+    if tokens.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{name} must hold integer token ids, got {tokens.dtype}")
+
+
 class TokenEmbedding(nn.Module):
     """Lookup table ``(V, D)`` whose output is multiplied by √d_model (§3.4).
 
