@@ -318,3 +318,17 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="max_len_b"):
         greedy_search(model, one_source(), max_len_b=-1)
     assert greedy_search(model, torch.zeros(0, 3, dtype=torch.long)) == []
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_decode_corpus_sorts_into_batches_and_keeps_input_order(beam_size):
+    from qkv.decode import decode_corpus
+
+    model = tiny_transformer(4)
+    rng = torch.Generator().manual_seed(5)
+    lengths = torch.randint(1, 9, (11,), generator=rng).tolist()
+    sources = [torch.randint(3, 16, (n,), generator=rng).tolist() for n in lengths]
+    got = decode_corpus(model, sources, beam_size=beam_size, max_len_b=6, batch_size=4)
+    search = greedy_search if beam_size == 1 else lambda m, s, **kw: beam_search(m, s, beam_size=beam_size, **kw)
+    alone = [search(model, torch.tensor([[*ids, EOS]]), max_len_b=6)[0] for ids in sources]
+    assert got == alone

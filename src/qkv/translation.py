@@ -113,27 +113,21 @@ def write_averaged_checkpoint(out_dir: str | Path, k: int = 5) -> Path | None:
 
     Returns the new folder, or ``None`` when the run kept fewer than two periodic checkpoints.
     """
-    from qkv.train.checkpoint import (
-        average_checkpoints,
-        load_checkpoint,
-        load_state_dict,
-        read_config,
-        save_checkpoint,
-    )
+    from qkv.train.checkpoint import average_checkpoints, build_model, load_state_dict, read_config, save_checkpoint
     from qkv.train.trainer import periodic_checkpoints
 
     paths = periodic_checkpoints(out_dir)[-k:]
     if len(paths) < 2:
         return None
-    newest = load_checkpoint(paths[-1])
-    load_state_dict(newest.model, average_checkpoints(paths), source=f"average of {len(paths)} checkpoints")
     config = read_config(paths[-1])
+    model = build_model(config, where=str(paths[-1]))
+    load_state_dict(model, average_checkpoints(paths), source=f"average of {len(paths)} checkpoints")
     return save_checkpoint(
         Path(out_dir) / "averaged",
-        newest.model,
+        model,
         train_config=config.get("train"),
-        step=newest.step,
-        epoch=newest.epoch,
+        step=config.get("step", 0),
+        epoch=config.get("epoch", 0),
         tokenizers=TokenizerPair.load(paths[-1]),
         extra={"averaged": [p.name for p in paths]},
     )

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
-from qkv.decode import beam_search, greedy_search
+from qkv.decode import decode_corpus
 from qkv.models.transformer import AttentionMaps
 from qkv.train.batching import collate
 
@@ -44,8 +44,11 @@ class Translator:
         ['2011-05-03']
     """
 
-    def __init__(self, model: nn.Module, tokenizers: TokenizerPair, device: str | torch.device = "cpu"):
+    def __init__(
+        self, model: nn.Module, tokenizers: TokenizerPair, device: str | torch.device = "cpu", max_len_b: int = 50
+    ):
         self.device = torch.device(device)
+        self.max_len_b = max_len_b  # outputs stop at source length + max_len_b tokens (§6.1: 50)
         self.model = model.to(self.device).eval()
         self.tokenizers = tokenizers
 
@@ -65,27 +68,15 @@ class Translator:
     def tgt_tokenizer(self) -> SubwordTokenizer:
         return self.tokenizers.tgt
 
-    def _max_source_len(self) -> int:
-        # the decoder may produce source length + 50 tokens (§6.1), and positions stop at max_len
-        return int(getattr(self.model.config, "max_len", 10**9)) - 51
-
-    def encode_sources(self, sentences: list[str]) -> torch.Tensor:
-        """Token ids ``(B, S)`` of the sentences, with ``</s>`` appended and right padding."""
-        limit = self._max_source_len()
+    def encode_sources(self, sentences: list[str]) -> list[list[int]]:
+        """Source token ids per sentence (without ``</s>``), refusing sentences too long for the model."""
+        # the decoder may produce source length + max_len_b tokens, and positions stop at max_len
+        limit = int(getattr(self.model.config, "max_len", 10**9)) - self.max_len_b - 1
         ids = self.src_tokenizer.encode_batch(sentences)
         for i, seq in enumerate(ids):
             if len(seq) + 1 > limit:
-                raise ValueError(
-                    f"sentence {i + 1} has {len(seq)} subwords; this model accepts at most {limit - 1}"
-                )
-        return collate([(seq, []) for seq in ids]).src.to(self.device)
-
-    @torch.inference_mode()
-    def translate_ids(self, sentences: list[str], beam_size: int = 5, alpha: float = 0.6) -> list[list[int]]:
-        src = self.encode_sources(sentences)
-        if beam_size <= 1:
-            return greedy_search(self.model, src)
-        return beam_search(self.model, src, beam_size=beam_size, alpha=alpha)
+                raise ValueError(f"sentence {i + 1} has {len(seq)} subwords; this model accepts at most {limit - 1}")
+        return ids
 
     def translate(
         self, sentences: list[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
@@ -107,14 +98,11 @@ class Translator:
             yield from self._translate_chunk(chunk, beam_size, alpha, batch_size)
 
     def _translate_chunk(self, sentences: list[str], beam_size: int, alpha: float, batch_size: int) -> list[str]:
-        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
-        out: list[str] = [""] * len(sentences)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            hyps = self.translate_ids([sentences[i] for i in idx], beam_size, alpha)
-            for i, ids in zip(idx, hyps):
-                out[i] = self.tgt_tokenizer.decode(ids)
-        return out
+        hyps = decode_corpus(
+            self.model, self.encode_sources(sentences),
+            beam_size=beam_size, alpha=alpha, max_len_b=self.max_len_b, batch_size=batch_size,
+        )
+        return [self.tgt_tokenizer.decode(ids) for ids in hyps]
 
     @torch.inference_mode()
     def attention(self, source: str, target: str | None = None, beam_size: int = 5) -> AttentionView:
@@ -122,10 +110,8 @@ class Translator:
         translation = None
         if target is None:
             target = translation = self.translate([source], beam_size=beam_size)[0]
-        src = self.encode_sources([source])
-        tgt_ids = self.tgt_tokenizer.encode(target)
-        batch = collate([(self.src_tokenizer.encode(source), tgt_ids)])
-        _, maps = self.model(src, batch.tgt_in.to(self.device), return_attention=True)
+        batch = collate([(self.encode_sources([source])[0], self.tgt_tokenizer.encode(target))]).to(self.device)
+        _, maps = self.model(batch.src, batch.tgt_in, return_attention=True)  # (1, S), (1, T) in
         src_tokens = [*self.src_tokenizer.tokens(source), "</s>"]
         tgt_tokens = ["<s>", *self.tgt_tokenizer.tokens(target)]
         maps = AttentionMaps(

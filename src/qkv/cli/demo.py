@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"trained: {result.summary()}")
 
-    translator = Translator.load(result.best_checkpoint or result.last_checkpoint, device=device)
+    checkpoint = result.best_checkpoint or result.last_checkpoint
+    translator = Translator.load(checkpoint, device=device)
     test = data.text["test"]
     hyps = translator.translate(test.src, beam_size=args.beam)
     correct = [h == r for h, r in zip(hyps, test.tgt)]
@@ -105,9 +106,5 @@ def run(args: argparse.Namespace) -> int:
     alignment = next(p for p in written if p.name.startswith("alignment"))
     print(f"cross-attention of {EXAMPLES[0]!r} -> {view.translation!r}: {alignment}")
     print(f"every layer and head: {pictures}/ (PNG) and {pictures / 'attention.html'} (interactive)")
-    print(f"model: {translator_path(result)}; total time {(time.time() - t0) / 60:.1f} min")
+    print(f"model: {checkpoint}; total time {(time.time() - t0) / 60:.1f} min")
     return 0
-
-
-def translator_path(result) -> Path:
-    return result.best_checkpoint or result.last_checkpoint

@@ -51,7 +51,9 @@ def run(args) -> int:
 
         translator, description, _ = load_translator(args.model)
         model = translator.model
-        src = translator.encode_sources([args.sentence]).cpu()
+        from qkv.train.batching import collate
+
+        src = collate([(translator.encode_sources([args.sentence])[0], [])]).src  # (1, S), </s> appended
         tokens = [*translator.src_tokenizer.tokens(args.sentence), "</s>"]
         print(f"model: {description}")
     n_layers = len(getattr(getattr(model, "encoder", None), "layers", []))

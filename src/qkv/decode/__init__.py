@@ -8,6 +8,6 @@ and a batch of source ids ``(B, S)``, and return token ids per sentence without 
 """
 
 from qkv.decode.beam import beam_search, length_penalty
-from qkv.decode.search import BOS, EOS, PAD, greedy_search, max_output_lengths
+from qkv.decode.search import BOS, EOS, PAD, decode_corpus, greedy_search, max_output_lengths
 
-__all__ = ["BOS", "EOS", "PAD", "beam_search", "greedy_search", "length_penalty", "max_output_lengths"]
+__all__ = ["BOS", "EOS", "PAD", "beam_search", "decode_corpus", "greedy_search", "length_penalty", "max_output_lengths"]

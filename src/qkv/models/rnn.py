@@ -210,9 +210,6 @@ class RNNEncoderDecoder(nn.Module):
         """Key-padding mask of the source, ``(B, 1, 1, S)`` bool (True = real token), as the Transformer's."""
         return padding_mask(src, self.config.pad_id)
 
-    def _check_tokens(self, name: str, tokens: Tensor) -> None:
-        check_token_ids(name, tokens)
-
     def _check_memory(self, memory: Tensor, width: int) -> None:
         if memory.dim() != 3 or memory.shape[-1] != width:
             raise ValueError(
@@ -305,7 +302,7 @@ class LSTMEncoderDecoder(RNNEncoderDecoder):
 
         ``src_mask`` is accepted for interface compatibility; the lengths come from the padding in ``src``.
         """
-        self._check_tokens("src", src)
+        check_token_ids("src", src)
         lengths = source_lengths(src, self.config.pad_id)  # (B,)
         if self.config.reverses_source:
             src = reverse_padded(src, lengths)  # x_S … x_1, padding still at the end
@@ -336,7 +333,7 @@ class LSTMEncoderDecoder(RNNEncoderDecoder):
         cached state (initialised from ``memory`` on first use) and ``tgt`` holds only the new tokens.
         ``memory_mask`` is ignored (nothing attends). With ``return_attention`` returns ``(logits, [], [])``.
         """
-        self._check_tokens("tgt", tgt)
+        check_token_ids("tgt", tgt)
         if cache is not None and cache.h is not None:
             state = (cache.h, cache.c)
         else:
@@ -439,7 +436,7 @@ class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):
         """Encode ``src`` ``(B, S)`` -> annotations ``(B, S, 2H)`` (and ``[]``: no encoder attention maps)."""
-        self._check_tokens("src", src)
+        check_token_ids("src", src)
         lengths = source_lengths(src, self.config.pad_id)  # (B,)
         x = self.dropout(self.src_embed(src))  # (B, S, E)
         annotations, _ = run_packed(self.encoder, x, lengths)  # (B, S, 2H) = [→h_j ; ←h_j]
@@ -471,7 +468,7 @@ class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
         ``memory_mask`` ``(B, 1, 1, S)`` bool (True = real token) hides the source padding from the alignment.
         With ``return_attention`` returns ``(logits, [], [alignment (B, 1, T, S)])``.
         """
-        self._check_tokens("tgt", tgt)
+        check_token_ids("tgt", tgt)
         s, keys = self._start(memory, cache)  # (L, B, H), (B, S, H)
         b, src_len = memory.shape[0], memory.shape[1]
         mask = None

@@ -175,16 +175,13 @@ class Transformer(nn.Module):
     # -- masks -------------------------------------------------------------------------------------------
     def src_mask(self, src: Tensor) -> Tensor:
         """Key-padding mask of the source, ``(B, 1, 1, S)``: used by encoder self- and cross-attention."""
-        self._check_tokens("src", src)
+        check_token_ids("src", src)
         return padding_mask(src, self.config.pad_id)
-
-    def _check_tokens(self, name: str, tokens: Tensor) -> None:
-        check_token_ids(name, tokens)
 
     # -- the three entry points ---------------------------------------------------------------------------
     def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):
         """Encode ``src`` ``(B, S)`` -> memory ``(B, S, D)`` (and a list of L maps ``(B, H, S, S)``)."""
-        self._check_tokens("src", src)
+        check_token_ids("src", src)
         if src_mask is None:
             src_mask = self.src_mask(src)
         x = self.embed_dropout(self.src_pos(self.src_embed(src)))  # (B, S, D)
@@ -207,7 +204,7 @@ class Transformer(nn.Module):
         reused. ``tgt_mask`` optionally adds a key mask (e.g. target padding); right-padded targets need none,
         since the causal mask already hides the padding after each real position.
         """
-        self._check_tokens("tgt", tgt)
+        check_token_ids("tgt", tgt)
         offset = cache.offset if cache is not None else 0
         x = self.embed_dropout(self.tgt_pos(self.tgt_embed(tgt), offset=offset))  # (B, T, D)
         h, self_maps, cross_maps = self.decoder(x, memory, memory_mask, tgt_mask, return_attention, cache)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -287,18 +288,11 @@ def greedy_bleu(
         raise ValueError(f"greedy_bleu: {len(sources)} sources but {len(references)} references")
 
     def bleu(model: nn.Module) -> float:
-        from qkv.decode import greedy_search
+        from qkv.decode import decode_corpus
         from qkv.scoring import score
 
-        device = next(model.parameters()).device
-        order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths together
-        hypotheses: list[str] = [""] * len(sources)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            src = collate([(sources[i], []) for i in chunk]).src.to(device)  # (B, S)
-            for i, ids in zip(chunk, greedy_search(model, src, max_len_b=max_len_b)):
-                hypotheses[i] = detokenize(ids)
-        return float(score(hypotheses, list(references)).bleu)
+        hyps = decode_corpus(model, sources, max_len_b=max_len_b, batch_size=batch_size)
+        return float(score([detokenize(ids) for ids in hyps], list(references)).bleu)
 
     return bleu
 
@@ -658,7 +652,7 @@ class _Trainer:
             if need_periodic:
                 copy_checkpoint(last, self.out_dir / "checkpoints" / f"step_{self.step:08d}")
                 for old in periodic_checkpoints(self.out_dir)[: -self.config.keep_checkpoints]:
-                    _remove_tree(old)
+                    shutil.rmtree(old, ignore_errors=True)
             if improved:
                 copy_checkpoint(last, self.out_dir / "best")
             self._emit({"event": "checkpoint", "step": self.step, "path": str(last), "best": improved})
@@ -822,12 +816,6 @@ def periodic_checkpoints(out_dir: str | Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step_"))
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def train(

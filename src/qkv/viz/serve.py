@@ -224,17 +224,8 @@ def demo_translator(seed: int = 0, n_pairs: int = 500, max_len_b: int = 10):
     from qkv.config import TransformerConfig
     from qkv.data.synthetic import date_pairs
     from qkv.data.tokenizer import TokenizerPair
-    from qkv.decode import beam_search, greedy_search
     from qkv.models.transformer import Transformer
     from qkv.translator import Translator
-
-    class DemoTranslator(Translator):
-        @torch.inference_mode()
-        def translate_ids(self, sentences: list[str], beam_size: int = 5, alpha: float = 0.6):
-            src = self.encode_sources(sentences)
-            if beam_size <= 1:
-                return greedy_search(self.model, src, max_len_b=max_len_b)
-            return beam_search(self.model, src, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
 
     pairs = date_pairs(n_pairs, seed=seed)
     src_texts, tgt_texts = [s for s, _ in pairs], [t for _, t in pairs]
@@ -244,4 +235,4 @@ def demo_translator(seed: int = 0, n_pairs: int = 500, max_len_b: int = 10):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Transformer(config)
-    return DemoTranslator(model, tokenizers)
+    return Translator(model, tokenizers, max_len_b=max_len_b)
