@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import qkv
 from qkv.nn.layers import DecoderLayer, EncoderLayer
+from qkv.train import TrainConfig, load_checkpoint, train
+from qkv.train.checkpoint import copy_checkpoint, load_trainer_state
 from qkv.train.sharding import apply_activation_checkpointing, wrap_fsdp
+from qkv.train.trainer import evaluate
+from test_ddp import free_port, pairs
+from test_ddp import model as ddp_model
 
 V = 40
 
@@ -163,3 +174,175 @@ def test_fsdp1_fallback_one_process_matches_plain_model(process_group):
     wrapped = [m for m in sharded.modules() if isinstance(m, torch.distributed.fsdp.FullyShardedDataParallel)]
     assert len(wrapped) == 5  # one unit per encoder/decoder layer, plus the root
     assert_same(loss_and_grads(plain), loss_and_grads(sharded))
+
+
+# -- FSDP with 2 processes through the trainer ------------------------------------------------------------
+#: FSDP2 (``fully_shard``, torch >= 2.6) and the FSDP1 wrapper the trainer falls back to on older torch.
+VERSIONS = ("fsdp2", "fsdp1")
+
+
+def fsdp_config(max_steps: int, fsdp: bool) -> TrainConfig:
+    """The DDP test's options (accum_steps=2, clipping), with or without FSDP."""
+    return TrainConfig(
+        max_steps=max_steps,
+        max_tokens=80,
+        accum_steps=2,
+        lr_schedule="inverse_sqrt",
+        lr=2e-3,
+        warmup_steps=3,
+        clip_norm=1.0,
+        progress=False,
+        seed=5,
+        fsdp=fsdp,
+    )
+
+
+def fsdp_runs_of_one_rank(out: Path) -> dict:
+    """An uninterrupted 6-step FSDP run in ``out/whole``, a 3-step run resumed to 6 in ``out/split``."""
+    tokens: list[int] = []  # rank 0's target tokens per step (the callback runs on rank 0 only)
+
+    def record(event):
+        if event["event"] == "step":
+            tokens.append(event["tokens"])
+
+    data = pairs(60, 1), pairs(8, 2)
+    whole = train(ddp_model(), *data, fsdp_config(6, True), out_dir=out / "whole", device="cpu", callback=record)
+    train(ddp_model(), *data, fsdp_config(3, True), out_dir=out / "split", device="cpu")
+    resumed = train(ddp_model(), *data, fsdp_config(6, True), out_dir=out / "split", resume=True, device="cpu")
+    return {"steps": [whole.steps, resumed.steps], "loss": whole.metrics["loss"], "tokens": tokens}
+
+
+def fsdp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    """Rank ``rank`` of 2: the runs of :func:`fsdp_runs_of_one_rank` with FSDP2, then with the FSDP1 fallback."""
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    try:
+        for version in VERSIONS:
+            fsdp1 = mock.patch("qkv.train.sharding._fully_shard", return_value=None)  # as on torch < 2.6
+            with fsdp1 if version == "fsdp1" else nullcontext():
+                report = fsdp_runs_of_one_rank(Path(out_dir) / version)
+            (Path(out_dir) / version / f"rank{rank}.json").write_text(json.dumps(report))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def fsdp_runs(tmp_path_factory):
+    """The 2-rank FSDP runs of :func:`fsdp_worker` and a 1-process run without FSDP on the same global batches."""
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("this torch build has no torch.distributed with the gloo backend")
+    out = tmp_path_factory.mktemp("fsdp")
+    mp.spawn(fsdp_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
+    tokens: list[int] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        single = train(
+            ddp_model(),
+            pairs(60, 1),
+            pairs(8, 2),
+            fsdp_config(6, False),
+            out_dir=out / "single",
+            device="cpu",
+            callback=lambda e: tokens.append(e["tokens"]) if e["event"] == "step" else None,
+        )
+    finally:
+        torch.set_num_threads(threads)
+    return out, single, tokens
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(folder).model.state_dict()
+
+
+def needs(version: str) -> None:
+    """Skip the FSDP2 runs where the trainer fell back to FSDP1 for them too."""
+    from qkv.train.sharding import _fully_shard
+
+    if version == "fsdp2" and _fully_shard() is None:
+        pytest.skip(f"FSDP2 fully_shard is not public in torch {torch.__version__} (needs 2.6+)")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fsdp_two_processes_match_one_process_on_the_global_batch(fsdp_runs, version):
+    needs(version)
+    out, single, single_tokens = fsdp_runs
+    ranks = [json.loads((out / version / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["steps"] for r in ranks] == [[6, 6], [6, 6]]
+    # the data is sharded: rank 0 trains on part of each global batch, not all of it
+    assert len(ranks[0]["tokens"]) == len(single_tokens) == 6
+    assert all(0 < a < b for a, b in zip(ranks[0]["tokens"], single_tokens)), (ranks[0]["tokens"], single_tokens)
+    # validation is sharded too and reduced: every rank reports the global loss
+    assert ranks[0]["loss"] == pytest.approx(ranks[1]["loss"], rel=1e-6)
+    assert ranks[0]["loss"] == pytest.approx(single.metrics["loss"], rel=1e-5)
+    # the full weights (gathered from the shards) and the full Adam state are those of one process
+    fsdp, plain = weights(out / version / "whole" / "last"), weights(out / "single" / "last")
+    assert not torch.equal(plain["src_embed.embedding.weight"], ddp_model().state_dict()["src_embed.embedding.weight"])
+    for name, a in plain.items():
+        if name.endswith("k_proj.bias"):  # exact gradient 0: Adam amplifies rounding noise (see test_ddp.py)
+            assert (a - fsdp[name]).abs().max() < 6 * 2e-3, name
+            continue
+        torch.testing.assert_close(fsdp[name], a, rtol=0, atol=1e-5, msg=name)
+    state_fsdp = load_trainer_state(out / version / "whole" / "last")["optimizer"]
+    state_plain = load_trainer_state(out / "single" / "last")["optimizer"]
+    assert state_fsdp["param_groups"][0]["params"] == state_plain["param_groups"][0]["params"]
+    assert state_fsdp["state"].keys() == state_plain["state"].keys()
+    for pid, moments in state_plain["state"].items():
+        assert float(state_fsdp["state"][pid]["step"]) == float(moments["step"]) == 6
+        for key in ("exp_avg", "exp_avg_sq"):  # the full Adam moments, not this rank's shard
+            torch.testing.assert_close(state_fsdp["state"][pid][key], moments[key], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fsdp_resume_matches_an_uninterrupted_run(fsdp_runs, version):
+    needs(version)
+    out = fsdp_runs[0] / version
+    assert json.loads((out / "split" / "last" / "config.json").read_text())["step"] == 6
+    whole, resumed = weights(out / "whole" / "last"), weights(out / "split" / "last")
+    for name, a in whole.items():
+        torch.testing.assert_close(resumed[name], a, rtol=0, atol=1e-5, msg=name)
+    state_whole = load_trainer_state(out / "whole" / "last")["optimizer"]["state"]
+    state_resumed = load_trainer_state(out / "split" / "last")["optimizer"]["state"]
+    for pid, moments in state_whole.items():
+        for key in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(state_resumed[pid][key], moments[key], rtol=0, atol=1e-7)
+
+
+def test_fsdp_checkpoint_resumes_without_fsdp(fsdp_runs, tmp_path):
+    """The checkpoint of an FSDP run is that of a plain run: one process resumes it as its own."""
+    out = fsdp_runs[0]
+    results = {}
+    for run in ("fsdp2/whole", "single"):  # both at step 6: continue each to step 8 in one process, without FSDP
+        copy_checkpoint(out / run / "last", tmp_path / run / "last", with_trainer_state=True)
+        model = ddp_model()
+        train(model, pairs(60, 1), pairs(8, 2), fsdp_config(8, False), out_dir=tmp_path / run, resume=True)
+        results[run] = model.state_dict()
+    for name, a in results["single"].items():
+        if not name.endswith("k_proj.bias"):  # see above
+            torch.testing.assert_close(results["fsdp2/whole"][name], a, rtol=0, atol=1e-5, msg=name)
+
+
+def test_lockstep_evaluation_runs_as_many_forwards_on_every_rank():
+    """FSDP validation: ranks share the batches out but each runs the same number of forwards."""
+    model = ddp_model()
+    data = pairs(40, 3)
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    full = evaluate(model, data, max_tokens=40)
+    batches = len(calls)
+    assert batches % 2 == 1  # an odd number: one rank has a batch fewer
+    parts = []
+    for rank in (0, 1):  # without a process group nothing is reduced: each rank's own sums
+        calls.clear()
+        parts.append(evaluate(model, data, max_tokens=40, rank=rank, world_size=2, lockstep=True))
+        assert len(calls) == (batches + 1) // 2
+    assert sum(p["tokens"] for p in parts) == full["tokens"]  # the extra forward is not counted
+    loss = sum(p["loss"] * p["tokens"] for p in parts) / full["tokens"]
+    assert loss == pytest.approx(full["loss"], rel=1e-6)

@@ -18,6 +18,11 @@ plain model (checkpoints load either way; under FSDP2 the values are ``DTensor``
 The trainer calls them behind its ``activation_checkpointing`` and ``fsdp`` flags; apply checkpointing first,
 then FSDP, then build the optimizer (FSDP replaces the parameters by sharded ones).
 
+Checkpoints of an FSDP run are those of a plain run: :func:`gather_full_state` all-gathers the full weights
+and the full optimizer state onto rank 0 (in the ``optimizer.state_dict()`` layout of the plain model), and
+:func:`load_full_optimizer_state` hands each rank its shards of such a state again, so a run can be resumed
+with or without FSDP and its weights load anywhere.
+
 Example:
     >>> model = apply_activation_checkpointing(Transformer(config))
     >>> model = wrap_fsdp(model, param_dtype=torch.bfloat16)  # inside torchrun, after init_process_group
@@ -27,9 +32,10 @@ Example:
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from qkv.nn.layers import DecoderLayer, EncoderLayer
 
@@ -190,3 +196,120 @@ def wrap_fsdp(
         device_id=next(model.parameters()).device,  # cpu (gloo) or this rank's GPU
         use_orig_params=True,
     )
+
+
+# -- full (unsharded) checkpoints of a sharded model -------------------------------------------------------
+#: Names that wrappers insert into parameter names; torch.distributed.checkpoint's canonical names drop them.
+_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.", "_orig_mod.")
+
+
+def _state_dict_api():
+    """``torch.distributed.checkpoint.state_dict`` (torch ≥ 2.4), or a clear error."""
+    try:
+        from torch.distributed.checkpoint import state_dict as api
+
+        api.StateDictOptions(full_state_dict=True, cpu_offload=True)
+    except (ImportError, AttributeError, TypeError) as err:
+        raise RuntimeError(
+            "saving or resuming an FSDP run needs torch.distributed.checkpoint.state_dict with "
+            f"StateDictOptions(full_state_dict=, cpu_offload=) (torch >= 2.4), not usable in torch "
+            f"{torch.__version__}: {err}"
+        ) from err
+    return api
+
+
+def _optimizer_param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Canonical name of every parameter of ``optimizer``, in the optimizer's order (its ids 0, 1, …)."""
+    names: dict[nn.Parameter, str] = {}
+    for name, param in model.named_parameters():  # tied parameters once, under their first name
+        for prefix in _WRAPPER_PREFIXES:
+            name = name.replace(prefix, "")
+        names[param] = name
+    try:
+        return [names[p] for group in optimizer.param_groups for p in group["params"]]
+    except KeyError as err:
+        raise ValueError("the optimizer holds a parameter that is not one of the model's") from err
+
+
+def _numbered(state: dict[str, Any]) -> dict[str, Any]:
+    """An optimizer state keyed by parameter names -> keyed by ids 0, 1, … in group order.
+
+    That is the layout of ``optimizer.state_dict()``: torch.distributed.checkpoint names the parameters in the
+    optimizer's own order, so the i-th name of the param groups is id i.
+    """
+    ids: dict[str, int] = {}
+    groups = [{**g, "params": [ids.setdefault(name, len(ids)) for name in g["params"]]} for g in state["param_groups"]]
+    return {"state": {ids[name]: value for name, value in state["state"].items()}, "param_groups": groups}
+
+
+def _named(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """The inverse of :func:`_numbered`: ids -> ``names[id]``."""
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
+    return {"state": {names[i]: value for i, value in state["state"].items()}, "param_groups": groups}
+
+
+def _fsdp1_on_cpu(model: nn.Module) -> bool:
+    """An FSDP1 wrapper on CPU: its CPU offload breaks there (torch 2.13: ``FlatParamHandle.to_cpu`` "moves"
+    the gathered parameters to the CPU they are already on, then frees them while the state dict still reads
+    them: a segfault). They are on the CPU already, so the state dict is simply taken without offloading."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    return isinstance(model, FullyShardedDataParallel) and next(model.parameters()).device.type == "cpu"
+
+
+def gather_full_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """The full (unsharded) weights and optimizer state of an FSDP ``model``, on rank 0's CPU.
+
+    Collective: every rank must call it (the shards are all-gathered piece by piece, and each full tensor goes
+    to rank 0's CPU memory, so no device ever holds the whole model). Uses
+    ``torch.distributed.checkpoint.state_dict.get_state_dict(model, optimizer,
+    options=StateDictOptions(full_state_dict=True, cpu_offload=True))`` (no offload for FSDP1 on CPU).
+
+    Returns:
+        ``(weights, optimizer_state)`` on rank 0: the model's ``state_dict()`` with full tensors (names of the
+        plain model), and the optimizer state in the layout of ``optimizer.state_dict()`` on the plain model
+        (parameters numbered in the optimizer's order), so that the checkpoint is that of a run without FSDP.
+        Other ranks get two empty dicts (the full state too, for the FSDP1 fallback on CPU).
+    """
+    api = _state_dict_api()
+    options = api.StateDictOptions(full_state_dict=True, cpu_offload=not _fsdp1_on_cpu(model))
+    if not optimizer.state:  # no step yet: get_state_dict would take an lr=0 step to create the Adam moments
+        weights = api.get_model_state_dict(model, options=options)
+        return weights, (optimizer.state_dict() if weights else {})
+    weights, state = api.get_state_dict(model, optimizer, options=options)
+    return weights, (_numbered(state) if state else {})
+
+
+def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Load a full optimizer state (``optimizer.state_dict()`` layout of the plain model, e.g. from
+    :func:`gather_full_state` or a run without FSDP) into the optimizer of the FSDP ``model``.
+
+    Collective: every rank calls it with the same full state and keeps its own shards of the moments
+    (``torch.distributed.checkpoint.state_dict.set_optimizer_state_dict`` with ``full_state_dict=True``).
+    Call it after building the optimizer and before the first backward.
+
+    Raises:
+        ValueError: the state is for a different number of parameters than the optimizer holds.
+    """
+    api = _state_dict_api()
+    names = _optimizer_param_names(model, optimizer)
+    saved = sum(len(g["params"]) for g in state["param_groups"])
+    if saved != len(names) or len(state["param_groups"]) != len(optimizer.param_groups):
+        raise ValueError(
+            f"the optimizer state is for {saved} parameters in {len(state['param_groups'])} groups, this "
+            f"optimizer has {len(names)} in {len(optimizer.param_groups)}: it belongs to another model"
+        )
+    if not state["state"]:  # saved before the first step: nothing to load (set_* would create moments)
+        return
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    named = _named(state, names)
+    if isinstance(model, FullyShardedDataParallel):
+        # FSDP1's own loader (full state on every rank, its default): torch.distributed.checkpoint names the
+        # parameters of checkpoint-wrapped layers inside an FSDP1 unit "…layers.0._fsdp_wrapped_module.…" when
+        # loading (torch 2.13), so it would not find them under their canonical names
+        optimizer.load_state_dict(FullyShardedDataParallel.optim_state_dict_to_load(model, optimizer, named))
+        return
+    api.set_optimizer_state_dict(model, optimizer, named, options=api.StateDictOptions(full_state_dict=True))

@@ -10,9 +10,12 @@ One optimizer step (§5.3):
         (loss_sum / total target tokens of the step).backward()
     clip the gradient norm (option) -> Adam(β1=0.9, β2=0.98, ε=1e-9) step -> lr = schedule(step)
 
-Under ``torchrun`` (env ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) the model is wrapped in DDP and each rank
-takes its share of every global batch (see :class:`~qkv.train.batching.TokenBudgetSampler`); the loss is
-normalized by the *global* token count so the averaged gradient equals the single-process one.
+Under ``torchrun`` (env ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``) the model is wrapped in DDP, or sharded with
+FSDP (``fsdp=True``), and each rank takes its share of every global batch (see
+:class:`~qkv.train.batching.TokenBudgetSampler`: every rank runs the same number of forward/backward passes,
+which FSDP's collectives need); the loss is normalized by the *global* token count so the averaged gradient
+equals the single-process one. Checkpoints of an FSDP run hold the full weights and optimizer state, as
+those of a plain run do (:func:`qkv.train.sharding.gather_full_state`), and resume with or without FSDP.
 """
 
 from __future__ import annotations
@@ -100,7 +103,8 @@ class TrainConfig(ConfigMixin):
         keep_checkpoints: periodic checkpoints kept under ``checkpoints/`` for averaging (§6.1: last 5).
         log_every_steps: log interval.
         progress: show a tqdm progress bar (only when stderr is a terminal).
-        fsdp, activation_checkpointing: use ``qkv.train.sharding`` (options, for large models on GPUs).
+        fsdp, activation_checkpointing: use ``qkv.train.sharding`` (options, for large models on GPUs; FSDP
+            needs torchrun and shards the data like DDP).
         compile: ``torch.compile`` the training forward (dynamic shapes; one graph, see tests/test_compile.py).
     """
 
@@ -229,12 +233,14 @@ def evaluate(
     bf16: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    lockstep: bool = False,
 ) -> dict[str, float]:
     """Validation loss of ``model`` on ``data`` (pairs of source/target ids without BOS/EOS).
 
     With ``world_size > 1`` (inside a process group) rank r evaluates batches r, r + world_size, … and the
-    sums are reduced over ranks; pass the unwrapped model (not DDP): ranks run
-    different numbers of batches.
+    sums are reduced over ranks. Ranks may then run different numbers of batches: pass the unwrapped model
+    (not DDP), or ``lockstep=True`` for an FSDP model, whose every forward is a collective: each rank then
+    runs ``ceil(batches / world_size)`` forwards, re-running a batch without counting it when it has none left.
 
     Returns:
         ``{"loss": smoothed loss per token, "nll": NLL per token, "ppl": perplexity, "tokens": N}``.
@@ -246,14 +252,17 @@ def evaluate(
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=device)  # loss, nll, tokens
-    for j, indices in enumerate(sampler):
-        if j % world_size != rank:
-            continue
-        batch = collate([data[i] for i in indices], pad_id=pad_id).to(device)
+    batches = list(sampler)
+    mine = batches[rank::world_size]
+    runs = math.ceil(len(batches) / world_size) if lockstep else len(mine)
+    for j in range(runs):
+        counted = j < len(mine)
+        batch = collate([data[i] for i in (mine[j] if counted else batches[0])], pad_id=pad_id).to(device)
         with _autocast(device, bf16):
             logits = model(batch.src, batch.tgt_in)  # (B, T, V)
         loss, nll, n = label_smoothed_cross_entropy(logits, batch.tgt_out, label_smoothing, pad_id)
-        totals += torch.stack([loss.double(), nll.double(), n.double()])
+        if counted:
+            totals += torch.stack([loss.double(), nll.double(), n.double()])
     model.train(was_training)
     if world_size > 1:
         all_reduce_sum(totals)
@@ -426,15 +435,18 @@ class _Trainer:
             state = load_trainer_state(resume_dir)
             self.last_good = resume_dir
 
-        if config.fsdp and resume_dir is not None:
-            raise ConfigError(
-                "resuming an fsdp run is not supported yet (the sharded optimizer state is not saved)"
-            )
         if config.activation_checkpointing:
             wrapped = _sharding().apply_activation_checkpointing(self.model)
             self.model = wrapped if isinstance(wrapped, nn.Module) else self.model
+        # the sharded model (FSDP2: self.model itself, sharded in place; FSDP1: a wrapper), None without FSDP
+        self.fsdp_model: nn.Module | None = None
         if config.fsdp:
-            self.wrapped = _sharding().wrap_fsdp(self.model)
+            self.fsdp_model = self.wrapped = _sharding().wrap_fsdp(self.model)
+            if bleu_fn is not None and self.fsdp_model is not self.model:
+                raise ConfigError(
+                    "bleu_fn under fsdp needs FSDP2 (torch >= 2.6): the FSDP1 fallback can only run forward, "
+                    "not the encode/decode calls of decoding"
+                )
         else:
             self.wrapped = wrap_ddp(self.model, env, device)
         if config.compile:
@@ -487,7 +499,10 @@ class _Trainer:
             )
 
     def _load_state(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fsdp_model is not None:  # collective: each rank keeps its shards of the full state
+            _sharding().load_full_optimizer_state(self.fsdp_model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
@@ -503,10 +518,11 @@ class _Trainer:
             logger.warning("resuming with %d ranks instead of %d: reseeding", self.env.world_size, len(rngs))
             seed_everything(self.config.seed + self.env.rank + 7919 * self.step)
 
-    def _trainer_state(self) -> dict[str, Any]:
+    def _trainer_state(self, optimizer_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything but the weights that resuming needs (``optimizer_state``: the full one under FSDP)."""
         rngs = all_gather_object(rng_state())  # collective: every rank calls it
         return {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict() if optimizer_state is None else optimizer_state,
             "scheduler": self.scheduler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "step": self.step,
@@ -527,7 +543,7 @@ class _Trainer:
             total: Tensor | int = all_reduce_sum(torch.tensor(float(local_tokens), device=self.device))
         else:
             total = local_tokens
-        scale = self.env.world_size / total  # DDP averages gradients over ranks: undo the 1/world_size
+        scale = self.env.world_size / total  # DDP and FSDP average gradients over ranks: undo the 1/world_size
         loss_total = torch.zeros((), device=self.device)
         nll_total = torch.zeros((), device=self.device)
         for j, batch in enumerate(batches):
@@ -550,6 +566,8 @@ class _Trainer:
             if clip is not None
             else nn.utils.clip_grad_norm_(self.wrapped.parameters(), max_norm)
         )
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, replicated on every rank
+            grad_norm = grad_norm.full_tensor()
         self.nonfinite |= ~torch.isfinite(grad_norm)
         if not self.env.distributed:
             self.nonfinite |= ~torch.isfinite(loss_total)
@@ -573,21 +591,25 @@ class _Trainer:
     # -- validation and checkpoints -------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            sharded = not self.config.fsdp  # FSDP ranks must all run every batch: no sharding then
-            metrics = evaluate(
-                self.model if sharded else self.wrapped,
+            fsdp = self.fsdp_model is not None
+            metrics = evaluate(  # the batches are shared out over the ranks (in lockstep under FSDP)
+                self.fsdp_model if fsdp else self.model,
                 self.valid_data,
                 max_tokens=self.config.max_tokens,
                 label_smoothing=self.config.label_smoothing,
                 device=self.device,
                 pad_id=self.pad_id,
                 bf16=self.config.bf16,
-                rank=self.env.rank if sharded else 0,
-                world_size=self.env.world_size if sharded else 1,
+                rank=self.env.rank,
+                world_size=self.env.world_size,
+                lockstep=fsdp,
             )
             if self.bleu_fn is not None:
                 bleu = None
-                if self.env.is_main or self.config.fsdp:  # FSDP: every rank runs the same decoding
+                # FSDP: every decoding step all-gathers the weights, so every rank must take the same steps.
+                # Decoding stops when all sentences of a batch have ended, which depends on the sentences, so the
+                # ranks cannot split the sources: each decodes all of them (identically) and rank 0's BLEU counts.
+                if self.env.is_main or fsdp:
                     was_training = self.model.training
                     self.model.eval()
                     with torch.no_grad():
@@ -629,14 +651,10 @@ class _Trainer:
         need_periodic = periodic and self._periodic_at != self.step
         if not (need_last or need_periodic):
             return
-        state = self._trainer_state()  # collective
-        weights = None
-        if self.config.fsdp:  # gather the full weights (collective); the sharded optimizer state is not saved
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-            options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-            weights = get_model_state_dict(self.wrapped, options=options)
-            state = None
+        weights = optimizer_state = None
+        if self.fsdp_model is not None:  # collective: full weights and optimizer state, gathered on rank 0
+            weights, optimizer_state = _sharding().gather_full_state(self.fsdp_model, self.optimizer)
+        state = self._trainer_state(optimizer_state)  # collective
         if self.env.is_main:
             last = save_checkpoint(
                 self.out_dir / "last",
