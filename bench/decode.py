@@ -13,7 +13,12 @@ beam outputs may differ slightly; the work is comparable (same beam, same maximu
     python bench/decode.py --preset base --batch 64 --src-len 30 --device cuda
 
 A random model rarely predicts EOS, so most sentences run to the maximum length (source length + 50, §6.1):
-tokens/s is the figure to compare.
+tokens/s is the figure to compare. With ``--checkpoint`` the model is a trained one (a joint-vocabulary
+Transformer from ``qkv train`` or ``bench/translation.py``) and the input is real text — by default the
+Multi30k test set of its source language — sorted by length into batches of ``--batch`` sentences, as
+``qkv translate`` does; sentences then end at their own lengths:
+
+    python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --batch 64 --n 1
 """
 
 from __future__ import annotations
@@ -44,6 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=3, help="timed repetitions of each measurement (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
+    parser.add_argument("--cache-only", action="store_true", help="skip the (slow) runs without the KV cache")
+    parser.add_argument(
+        "--checkpoint", default=None, help="a trained translation checkpoint folder (default: a random model)"
+    )
+    parser.add_argument(
+        "--data", default="../shared/data/multi30k", help="with --checkpoint: Multi30k-style folder to read from"
+    )
+    parser.add_argument("--src", default="de", help="with --checkpoint: source language suffix (default de)")
+    parser.add_argument("--tgt", default="en", help="with --checkpoint: reference language, for BLEU (default en)")
+    parser.add_argument("--split", default="test", help="with --checkpoint: train, val or test (default test)")
+    parser.add_argument("--limit", type=int, default=None, help="with --checkpoint: at most this many sentences")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -168,33 +184,74 @@ def hf_generate(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+def random_setup(args, device: torch.device):
+    """A random model of ``--preset`` and one batch of random sources of ``--src-len`` tokens."""
     torch.manual_seed(args.seed)
     config = TransformerConfig.preset(args.preset, src_vocab_size=args.vocab, tgt_vocab_size=args.vocab)
     model = Transformer(config).to(device).eval()
     g = torch.Generator().manual_seed(args.seed)
     src = torch.randint(4, args.vocab, (args.batch, args.src_len), generator=g)
     src[:, -1] = EOS
-    src = src.to(device)
-    max_new = args.src_len + args.max_len_b
-    print(
-        f"qkv decoding benchmark: preset {args.preset} (d_model {config.d_model}, {config.n_layers} layers), "
-        f"vocab {args.vocab}, batch {args.batch}, source length {args.src_len}, max output {max_new}, "
-        f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
-        f"{args.n} timed runs each after one warm-up"
+    what = f"random preset {args.preset}, vocab {args.vocab}, batch {args.batch}, source length {args.src_len}"
+    return model, [src.to(device)], what, None
+
+
+def checkpoint_setup(args, device: torch.device):
+    """The trained model of ``--checkpoint``, real sentences sorted by length into batches, and a scorer."""
+    from qkv.data.multi30k import find_splits
+    from qkv.data.text import read_parallel
+    from qkv.scoring import score
+    from qkv.train.batching import collate
+    from qkv.translator import Translator
+
+    translator = Translator.load(args.checkpoint, device=device)
+    src_path, tgt_path = find_splits(args.data, args.src, args.tgt)[args.split]
+    text = read_parallel(src_path, tgt_path)
+    sources, references = text.src[: args.limit], text.tgt[: args.limit]
+    ids = translator.encode_sources(sources)
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths together, as qkv translate
+    chunks = [order[i : i + args.batch] for i in range(0, len(order), args.batch)]
+    batches = [collate([(ids[i], []) for i in chunk]).src.to(device) for chunk in chunks]  # (B, S) each
+    references = [references[i] for i in order]  # in batch order, as the outputs come
+    what = (
+        f"checkpoint {args.checkpoint} ({translator.model.num_parameters():,} parameters), "
+        f"{len(sources)} sentences of {src_path}, batches of {args.batch}"
     )
 
+    def bleu(outputs: list[list[int]]) -> float:
+        return score([translator.tgt_tokenizer.decode(y) for y in outputs], references).bleu
+
+    return translator.model, batches, what, bleu
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model, batches, what, bleu = (checkpoint_setup if args.checkpoint else random_setup)(args, device)
+    config = model.config
+    n_sentences = sum(len(src) for src in batches)
+    print(
+        f"qkv decoding benchmark: {what} (d_model {config.d_model}, {config.n_layers} layers), "
+        f"max output source length + {args.max_len_b}, device {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} CPU threads, {args.n} timed runs each after one warm-up"
+    )
+
+    def over_batches(decode):  # decode every batch, outputs in batch order
+        return lambda: [y for src in batches for y in decode(src)]
+
     beam_kwargs = dict(beam_size=args.beam, alpha=args.alpha, max_len_b=args.max_len_b)
-    runs = {  # name -> a function decoding the batch
-        "qkv greedy": lambda: greedy_search(model, src, max_len_b=args.max_len_b),
-        "qkv greedy, no cache": lambda: greedy_search(model, src, max_len_b=args.max_len_b, use_cache=False),
-        f"qkv beam {args.beam}": lambda: beam_search(model, src, **beam_kwargs),
-        f"qkv beam {args.beam}, no cache": lambda: beam_search(model, src, **beam_kwargs, use_cache=False),
-    }
+    caches = (True,) if args.cache_only else (True, False)
+    runs = {}  # name -> a function decoding every batch
+    for cache in caches:
+        suffix = "" if cache else ", no cache"
+        runs["qkv greedy" + suffix] = over_batches(
+            lambda src, cache=cache: greedy_search(model, src, max_len_b=args.max_len_b, use_cache=cache)
+        )
+        runs[f"qkv beam {args.beam}" + suffix] = over_batches(
+            lambda src, cache=cache: beam_search(model, src, **beam_kwargs, use_cache=cache)
+        )
     hf = None
     if not args.no_hf:
         try:
@@ -206,48 +263,53 @@ def main(argv: list[str] | None = None) -> int:
         else:
             hf = to_marian(model.cpu()).to(device)
             model.to(device)
+            src = batches[-1][:2]
             with torch.no_grad():
-                tgt = torch.randint(4, args.vocab, (2, 7), generator=g).to(device)
-                diff = (hf(input_ids=src[:2], decoder_input_ids=tgt).logits - model(src[:2], tgt)).abs().max()
+                tgt = torch.randint(4, config.tgt_vocab_size, (2, 7)).to(device)
+                hf_logits = hf(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt).logits
+                diff = (hf_logits - model(src, tgt)).abs().max()
             print(
                 f"transformers {transformers.__version__}: MarianMTModel with the same weights, "
                 f"max |logit difference| = {diff:.2e}"
             )
             for beam, label in ((1, "greedy"), (args.beam, f"beam {args.beam}")):
-                for cache in (True, False):
+                for cache in caches:
                     name = f"HF generate {label}" + ("" if cache else ", no cache")
-                    runs[name] = lambda beam=beam, cache=cache: hf_generate(
-                        hf, src, max_new, beam, args.alpha, cache
+                    runs[name] = over_batches(
+                        lambda src, beam=beam, cache=cache: hf_generate(
+                            hf, src, int((src != PAD).sum(1).max()) + args.max_len_b, beam, args.alpha, cache
+                        )
                     )
 
+    limits = [min(int(n) + args.max_len_b, config.max_len) for src in batches for n in (src != PAD).sum(1)]
     results = {}
-    print(f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/batch':>8}")
+    print(f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/run':>8}" + ("  BLEU" if bleu else ""))
     for name, fn in runs.items():
         with torch.inference_mode():
             seconds, outputs = timed(fn, args.n, device)
-        n_tokens = sum(len(y) + (len(y) < max_new) for y in outputs)  # + the EOS, when there was one
+        n_tokens = sum(len(y) + (len(y) < limit) for y, limit in zip(outputs, limits))  # + EOS, when there was one
         results[name] = (seconds, outputs)
         print(
-            f"{name:32} {args.batch / seconds:9.1f} {n_tokens / seconds:10.0f} {n_tokens:8d} {seconds:8.3f}"
+            f"{name:32} {n_sentences / seconds:9.1f} {n_tokens / seconds:10.0f} {n_tokens:8d} {seconds:8.3f}"
+            + (f"  {bleu(outputs):.1f}" if bleu else "")
         )
 
     print()
-    ours, theirs = "qkv greedy", "qkv greedy, no cache"
-    print(f"KV cache speed-up, greedy: {results[theirs][0] / results[ours][0]:.2f}x")
     beam_name = f"qkv beam {args.beam}"
-    speedup = results[beam_name + ", no cache"][0] / results[beam_name][0]
-    print(f"KV cache speed-up, beam {args.beam}: {speedup:.2f}x")
+    if not args.cache_only:
+        for name in ("qkv greedy", beam_name):
+            print(f"KV cache speed-up, {name[4:]}: {results[name + ', no cache'][0] / results[name][0]:.2f}x")
     if hf is not None:
         for qkv_name, hf_name in (
             ("qkv greedy", "HF generate greedy"),
             (beam_name, f"HF generate beam {args.beam}"),
         ):
-            for suffix in ("", ", no cache"):
+            for suffix in ("" if cache else ", no cache" for cache in caches):
                 a, b = results[qkv_name + suffix], results[hf_name + suffix]
                 same = sum(x == y for x, y in zip(a[1], b[1]))
                 print(
                     f"qkv / HF {qkv_name[4:] + suffix:18}: {b[0] / a[0]:.2f}x the speed of HF; "
-                    f"identical outputs {same}/{args.batch}"
+                    f"identical outputs {same}/{n_sentences}"
                 )
     return 0
 

@@ -266,6 +266,45 @@ def test_static_cross_attention_cache_projects_memory_once():
     torch.testing.assert_close(cache.k[0], cache.k[1])
 
 
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_grouped_queries_equal_repeated_keys(need_weights):
+    """Key/value batch B, query batch B·g: query rows g·i … g·i + g - 1 attend to key row i (beam search)."""
+    mha = MultiHeadAttention(d_model=16, n_heads=4).double().eval()
+    b, g, t_q, t_k = 3, 4, 2, 6
+    memory = torch.randn(b, t_k, 16, dtype=torch.float64)
+    query = torch.randn(b * g, t_q, 16, dtype=torch.float64)
+    mask = padding_mask(torch.tensor([[5, 5, 5, 5, 5, 5], [5, 5, 0, 0, 0, 0], [5, 5, 5, 5, 0, 0]]), pad_id=0)
+    rows = torch.arange(b).repeat_interleave(g)  # (B·g,): the key row of each query row
+    expected, expected_w = mha(query, memory[rows], memory[rows], mask[rows], need_weights=need_weights)
+    out, w = mha(query, memory, memory, mask, need_weights=need_weights)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    if need_weights:
+        assert w.shape == (b * g, 4, t_q, t_k)
+        torch.testing.assert_close(w, expected_w, atol=1e-12, rtol=0)
+        assert (w[g : 2 * g, :, :, 2:] == 0).all()  # the padding of source 1 is hidden from all its queries
+    # the same through a static cache, which then keeps one row per group and reorders whole groups
+    cache = KVCache(static=True)
+    first, _ = mha(query[:, :1], memory, memory, mask, cache=cache)
+    second, _ = mha(query[:, 1:], memory, memory, mask, cache=cache)
+    assert cache.group == g and cache.k.shape[0] == b
+    torch.testing.assert_close(torch.cat([first, second], 1), expected, atol=1e-12, rtol=0)
+    cache.reorder(torch.tensor([8, 9, 11, 10, 0, 3, 2, 1]))  # groups 2 and 0, beams shuffled inside each
+    torch.testing.assert_close(cache.k, mha._split_heads(mha.k_proj(memory))[[2, 0]])
+
+
+def test_grouped_queries_refuse_what_they_cannot_mean():
+    mha = MultiHeadAttention(d_model=8, n_heads=2)
+    memory, query = torch.randn(2, 5, 8), torch.randn(6, 3, 8)
+    with pytest.raises(ValueError, match="divide it"):
+        mha(torch.randn(5, 3, 8), memory, memory)
+    with pytest.raises(ValueError, match="key mask only"):
+        mha(query, memory, memory, torch.ones(2, 1, 3, 5, dtype=torch.bool))
+    cache = KVCache(static=True)
+    mha(query, memory, memory, cache=cache)
+    with pytest.raises(ValueError, match="whole groups"):
+        cache.reorder(torch.tensor([0, 1]))
+
+
 def test_attention_dropout_only_in_train_mode():
     mha = MultiHeadAttention(d_model=16, n_heads=4, dropout=0.5)
     x = torch.randn(2, 5, 16)

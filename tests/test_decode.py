@@ -215,6 +215,45 @@ def test_eos_first_gives_empty_outputs():
     assert beam_search(stops, src, beam_size=4) == [[], []]
 
 
+class RowCounter(ScriptedModel):
+    """A scripted model that records how many rows each decoder call computes."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.rows: list[int] = []
+
+    def decode(self, tgt, memory, memory_mask, cache=None):
+        self.rows.append(tgt.shape[0])
+        return super().decode(tgt, memory, memory_mask, cache)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam"])
+def test_finished_sentences_leave_the_batch(search):
+    """Both sentences write 'A' until their limits, 4 and 6 tokens: the last 2 steps compute sentence 1 only."""
+    model = RowCounter(default=lambda prefix: {A: 0.9, EOS: 0.1})
+    src = torch.tensor([[EOS, PAD, PAD], [A, A, EOS]])  # limits 1 + 3 and 3 + 3
+    k = 1 if search == "greedy" else 3
+    if search == "greedy":
+        out = greedy_search(model, src, max_len_b=3)
+    else:
+        out = beam_search(model, src, beam_size=k, alpha=0.0, max_len_b=3)
+    assert [len(y) for y in out] == [4, 6]  # both run to their limits (1 + 3 and 3 + 3)
+    assert model.rows == [2 * k] * 4 + [k] * 2  # after step 4 only sentence 1's rows are computed
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_grouped_memory_gives_the_same_beams(use_cache):
+    """Beam search with the encoder output once per sentence (grouped cross-attention) = repeated K times."""
+    model = tiny_transformer(4)
+    src = random_sources(12, 16, seed=4)
+    grouped = beam_search(model, src, beam_size=4, max_len_b=10, use_cache=use_cache)
+    model.grouped_memory = False  # an instance attribute hides the class's True
+    try:
+        assert beam_search(model, src, beam_size=4, max_len_b=10, use_cache=use_cache) == grouped
+    finally:
+        del model.grouped_memory
+
+
 def test_greedy_output_is_the_argmax_under_teacher_forcing():
     """Each greedy token is the argmax given the previous ones; a sentence under its limit ended with EOS."""
     model = tiny_transformer(0)

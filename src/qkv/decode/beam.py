@@ -13,7 +13,13 @@ All sentences × beams advance together as ``B·K`` decoder rows. Each step:
 
    each sentence keeps its K best finished hypotheses;
 3. the K best candidates that do not end in EOS are the new live beams: the token history and the decoder
-   cache are reordered to follow them (``cache.reorder(index)``).
+   cache are reordered to follow them (``cache.reorder(index)``);
+4. a sentence whose search is over leaves the batch (its K rows of tokens, memory and cache are dropped in
+   the same reorder), so later steps compute only the sentences still searched.
+
+The K beams of a sentence read the same encoder output: a model that says ``grouped_memory = True``
+(:class:`qkv.Transformer`) receives it once per sentence and its cross-attention projects and stores the
+source keys/values once, not K times; other models receive it repeated K times.
 
 A sentence is done when it holds K finished hypotheses and no live beam beats the worst of them at the current
 length, or when it reaches its maximum length (source length + ``max_len_b``; live beams are then finished
@@ -34,7 +40,7 @@ from qkv.decode.search import (
     check_source,
     evaluating,
     max_output_lengths,
-    next_token_log_probs,
+    next_token_logits,
     strip_specials,
 )
 
@@ -91,79 +97,107 @@ def beam_search(
         return []
     device = src.device
     with evaluating(model):
-        memory_mask = model.src_mask(src)  # (B, 1, 1, S)
-        memory = model.encode(src)  # (B, S, D)
-        rows = torch.arange(batch, device=device).repeat_interleave(k)  # (B·K,): sentence of each row
-        memory, memory_mask = memory.index_select(0, rows), memory_mask.index_select(0, rows)  # (B·K, ...)
         limits = max_output_lengths(model, src, max_len_b)  # (B,)
         max_steps = int(limits.max())  # one host sync, before the loop
         width = max_steps + 1  # BOS + at most max_steps tokens
+        best = torch.full((batch, width), PAD, dtype=torch.long, device=device)  # (B, 1 + T): the results
+        active = (limits > 0).nonzero().squeeze(1)  # (A,): sentences still searched, A shrinks as they finish
+        if max_steps == 0:
+            return strip_specials(best[:, 1:].tolist())
+        src, limits = src.index_select(0, active), limits.index_select(0, active)  # (A, S), (A,)
+        memory_mask = model.src_mask(src)  # (A, 1, 1, S)
+        memory = model.encode(src)  # (A, S, D)
+        # A model with grouped cross-attention (qkv.Transformer) takes one memory row for the K beams of a
+        # sentence; others get the memory repeated K times.
+        grouped = getattr(model, "grouped_memory", False)
+        if not grouped:
+            rows = torch.arange(len(active), device=device).repeat_interleave(k)  # (A·K,)
+            memory, memory_mask = memory.index_select(0, rows), memory_mask.index_select(0, rows)
 
-        tokens = torch.full((batch * k, width), PAD, dtype=torch.long, device=device)  # (B·K, 1 + T)
+        tokens = torch.full((len(active) * k, width), PAD, dtype=torch.long, device=device)  # (A·K, 1 + T)
         tokens[:, 0] = BOS
         # Summed log-probabilities of the live beams. All beams start as the same empty prefix: keep only the
         # first alive, or the K beams would propose the same candidates K times.
-        live_scores = torch.full((batch, k), -torch.inf, device=device)  # (B, K)
+        live_scores = torch.full((len(active), k), -torch.inf, device=device)  # (A, K)
         live_scores[:, 0] = 0.0
         # The K best finished hypotheses of each sentence: normalized scores and token rows.
-        done_scores = torch.full((batch, k), -torch.inf, device=device)  # (B, K)
-        done_tokens = torch.full((batch, k, width), PAD, dtype=torch.long, device=device)  # (B, K, 1 + T)
-        done = limits <= 0  # (B,) sentences whose search is over
-        sentence_base = torch.arange(batch, device=device)[:, None] * k  # (B, 1): first row of each sentence
+        done_scores = torch.full((len(active), k), -torch.inf, device=device)  # (A, K)
+        done_tokens = torch.full((len(active), k, width), PAD, dtype=torch.long, device=device)  # (A, K, 1 + T)
         rank = torch.arange(2 * k, device=device)  # (2K,)
+        beam = torch.arange(k, device=device)  # (K,)
         cache = model.new_cache() if use_cache else None
+        shortest_limit = int(limits.min())  # (host) no sentence reaches its maximum length before this step
 
         for step in range(max_steps):
             length = step + 1  # |Y| of every hypothesis that ends at this step
-            log_probs = next_token_log_probs(model, tokens, step, memory, memory_mask, cache)  # (B·K, V)
+            n = len(active)
+            logits = next_token_logits(model, tokens, step, memory, memory_mask, cache)  # (A·K, V)
+            log_probs = torch.log_softmax(logits, dim=-1)  # (A·K, V) log p(token | beam, x), §3.4
             per_beam = min(2 * k, log_probs.shape[-1])  # 2K, unless the vocabulary is smaller
 
             # 1. The 2K best (beam, token) continuations of each sentence, by summed log-probability. Two
             # stages (K·2K per sentence, then a stable sort) rather than one top-k over K·V: same result, and
             # each beam's own ranking is never disturbed by rounding in the addition (so K = 1 is greedy).
-            cand_lp, cand_token = log_probs.topk(per_beam, dim=-1)  # (B·K, 2K)
-            cand_scores = (live_scores.view(-1, 1) + cand_lp).view(batch, k * per_beam)  # (B, K·2K)
-            order = cand_scores.sort(dim=-1, descending=True, stable=True).indices[:, : 2 * k]  # (B, 2K)
-            top_scores = cand_scores.gather(1, order)  # (B, 2K)
-            top_tokens = cand_token.view(batch, k * per_beam).gather(1, order)  # (B, 2K)
-            top_parent = order // per_beam + sentence_base  # (B, 2K): the row (in B·K) each extends
+            cand_lp, cand_token = log_probs.topk(per_beam, dim=-1)  # (A·K, 2K)
+            cand_scores = (live_scores.view(-1, 1) + cand_lp).view(n, k * per_beam)  # (A, K·2K)
+            order = cand_scores.sort(dim=-1, descending=True, stable=True).indices[:, : 2 * k]  # (A, 2K)
+            top_scores = cand_scores.gather(1, order)  # (A, 2K)
+            top_tokens = cand_token.view(n, k * per_beam).gather(1, order)  # (A, 2K)
+            sentence_base = torch.arange(n, device=device)[:, None] * k  # (A, 1): first row of each sentence
+            top_parent = order // per_beam + sentence_base  # (A, 2K): the row (in A·K) each extends
 
-            # 2. EOS candidates in the top K finish; keep each sentence's K best finished hypotheses.
-            is_eos = top_tokens == EOS  # (B, 2K)
-            finishing = is_eos & (rank < k) & ~done[:, None] & top_scores.isfinite()
-            new_scores = torch.where(finishing, top_scores / length_penalty(length, alpha), -torch.inf)
-            new_tokens = tokens.index_select(0, top_parent.view(-1)).view(batch, 2 * k, width)  # (B, 2K, 1+T)
+            # 2. EOS candidates in the top K finish (normalized by the length penalty).
+            lp = length_penalty(length, alpha)
+            is_eos = top_tokens == EOS  # (A, 2K)
+            finishing = is_eos & (rank < k) & top_scores.isfinite()
+            new_scores = torch.where(finishing, top_scores / lp, -torch.inf)  # (A, 2K)
+            new_tokens = tokens.index_select(0, top_parent.view(-1)).view(n, 2 * k, width)  # (A, 2K, 1 + T)
             new_tokens[:, :, length] = EOS
-            done_scores, done_tokens = _keep_best(done_scores, done_tokens, new_scores, new_tokens, k)
 
             # 3. The K best non-EOS candidates are the new live beams (each beam proposes at most one EOS, so
             # at least K of the 2K are not EOS).
-            pick = (rank + is_eos * 2 * k).argsort(dim=-1)[:, :k]  # (B, K) non-EOS first, in rank order
-            live_scores = top_scores.gather(1, pick)  # (B, K)
-            parent = top_parent.gather(1, pick).view(-1)  # (B·K,)
-            tokens = tokens.index_select(0, parent)  # (B·K, 1 + T)
+            pick = (rank + is_eos * 2 * k).argsort(dim=-1)[:, :k]  # (A, K) non-EOS first, in rank order
+            live_scores = top_scores.gather(1, pick)  # (A, K)
+            parent = top_parent.gather(1, pick).view(-1)  # (A·K,)
+            tokens = tokens.index_select(0, parent)  # (A·K, 1 + T)
             tokens[:, length] = top_tokens.gather(1, pick).view(-1)
-            if cache is not None:
-                cache.reorder(parent)
 
-            # At its maximum length a sentence's live beams finish as they are (no EOS).
-            at_limit = (length >= limits) & ~done  # (B,)
-            cutting = at_limit[:, None] & live_scores.isfinite()  # (B, K)
-            cut_scores = torch.where(cutting, live_scores / length_penalty(length, alpha), -torch.inf)
-            done_scores, done_tokens = _keep_best(
-                done_scores, done_tokens, cut_scores, tokens.view(batch, k, width), k
-            )
+            # At its maximum length a sentence's live beams finish as they are (no EOS). The shortest limit is
+            # known on the host, so the steps before it skip this entirely.
+            at_limit = None
+            if length >= shortest_limit:
+                at_limit = length >= limits  # (A,)
+                cutting = at_limit[:, None] & live_scores.isfinite()  # (A, K)
+                new_scores = torch.cat([new_scores, torch.where(cutting, live_scores / lp, -torch.inf)], dim=1)
+                new_tokens = torch.cat([new_tokens, tokens.view(n, k, width)], dim=1)  # (A, 3K, 1 + T)
+            # Each sentence keeps its K best finished hypotheses.
+            done_scores, done_tokens = _keep_best(done_scores, done_tokens, new_scores, new_tokens, k)
 
             # Done: K finished hypotheses and no live beam beats the worst of them (at the current length).
-            full = done_scores.isfinite().all(dim=-1)  # (B,)
-            best_live = live_scores.max(dim=-1).values / length_penalty(length, alpha)  # (B,)
-            done = done | at_limit | (full & (best_live <= done_scores.min(dim=-1).values))
-            if bool(done.all()):
-                break
+            full = done_scores.isfinite().all(dim=-1)  # (A,)
+            best_live = live_scores.max(dim=-1).values / lp  # (A,)
+            finished = full & (best_live <= done_scores.min(dim=-1).values)  # (A,)
+            if at_limit is not None:
+                finished |= at_limit
+            n_finished = int(finished.sum())  # the one host sync of the step
+            if n_finished:
+                ended = finished.nonzero().squeeze(1)  # (F,)
+                best[active[ended]] = done_tokens[ended, done_scores[ended].argmax(dim=-1)]  # (F, 1 + T)
+                if n_finished == n:
+                    break
+                # Drop the finished sentences: their beams leave the batch, the decoder computes fewer rows.
+                keep = (~finished).nonzero().squeeze(1)  # (A',)
+                keep_rows = (keep[:, None] * k + beam).view(-1)  # (A'·K,)
+                parent, tokens = parent.index_select(0, keep_rows), tokens.index_select(0, keep_rows)
+                live_scores, limits, active = live_scores[keep], limits[keep], active[keep]
+                done_scores, done_tokens = done_scores[keep], done_tokens[keep]
+                memory_index = keep if grouped else keep_rows
+                memory, memory_mask = memory.index_select(0, memory_index), memory_mask.index_select(0, memory_index)
+                shortest_limit = int(limits.min())
+            if cache is not None:
+                cache.reorder(parent)  # the cache follows the beams (and loses the finished sentences)
 
-        best = done_scores.argmax(dim=-1)  # (B,)
-        best_tokens = done_tokens[torch.arange(batch, device=device), best]  # (B, 1 + T)
-        return strip_specials(best_tokens[:, 1:].tolist())
+        return strip_specials(best[:, 1:].tolist())
 
 
 def _keep_best(

@@ -54,23 +54,26 @@ def max_output_lengths(model: nn.Module, src: Tensor, max_len_b: int) -> Tensor:
     return limits
 
 
-def next_token_log_probs(
+def next_token_logits(
     model: nn.Module, tokens: Tensor, step: int, memory: Tensor, memory_mask: Tensor, cache
 ) -> Tensor:
-    """log p(y_{step+1} | y_<=step, x) ``(B, V)`` for every row of ``tokens`` ``(B, >step)``.
+    """Float logits of y_{step+1} given y_<=step and x, ``(B, V)``, for every row of ``tokens`` ``(B, >step)``.
 
     ``tokens[:, 0]`` is BOS and ``tokens[:, 1 : step + 1]`` the tokens chosen so far. With a cache only the
-    newest token is fed; without one the whole prefix is. PAD and BOS are never valid outputs: their
-    log-probabilities are set to -inf so no search can choose them.
+    newest token is fed; without one the whole prefix is. PAD and BOS are never valid outputs: their logits
+    are set to -inf so no search can choose them.
+
+    The softmax of §3.4 is left to the caller: greedy search needs only the argmax, which the softmax does not
+    change; beam search takes the log-softmax.
     """
     if cache is not None:
         logits = model.decode(tokens[:, step : step + 1], memory, memory_mask, cache=cache)  # (B, 1, V)
     else:
         logits = model.decode(tokens[:, : step + 1], memory, memory_mask)  # (B, step + 1, V)
-    log_probs = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V), the softmax of §3.4
-    log_probs[:, PAD] = -torch.inf
-    log_probs[:, BOS] = -torch.inf
-    return log_probs
+    logits = logits[:, -1].float()  # (B, V)
+    logits[:, PAD] = -torch.inf
+    logits[:, BOS] = -torch.inf
+    return logits
 
 
 def strip_specials(rows: list[list[int]]) -> list[list[int]]:
@@ -104,9 +107,9 @@ def greedy_search(
 ) -> list[list[int]]:
     """Greedy decoding: at every step take the most probable next token, argmax_y p(y | y_<t, x).
 
-    Batched: all sentences advance together; a sentence that emitted EOS (or reached its maximum length)
-    receives PAD from then on, and the loop ends when every sentence is finished — one ``.all()`` host sync
-    per step.
+    Batched: all sentences advance together. A sentence that emitted EOS (or reached its maximum length)
+    leaves the batch — its rows of the tokens, the encoder output and the decoder cache are dropped — so the
+    later steps compute only the sentences still being written. One host sync per step (how many finished).
 
     Args:
         model: an encoder-decoder with ``encode``, ``src_mask``, ``new_cache`` and ``decode`` (see module).
@@ -130,23 +133,35 @@ def greedy_search(
     if batch == 0:
         return []
     with evaluating(model):
-        memory_mask = model.src_mask(src)  # (B, 1, 1, S)
-        memory = model.encode(src)  # (B, S, D)
         limits = max_output_lengths(model, src, max_len_b)  # (B,)
         max_steps = int(limits.max())  # one host sync, before the loop
-        tokens = torch.full((batch, max_steps + 1), PAD, dtype=torch.long, device=src.device)  # (B, 1 + T)
-        tokens[:, 0] = BOS
-        finished = limits <= 0  # (B,)
+        out = torch.full((batch, max_steps + 1), PAD, dtype=torch.long, device=src.device)  # (B, 1 + T)
+        out[:, 0] = BOS
+        active = (limits > 0).nonzero().squeeze(1)  # (A,): the sentences still being decoded
+        if max_steps == 0:
+            return strip_specials(out[:, 1:].tolist())
+        src, limits = src.index_select(0, active), limits.index_select(0, active)  # (A, S), (A,)
+        memory_mask = model.src_mask(src)  # (A, 1, 1, S)
+        memory = model.encode(src)  # (A, S, D)
+        tokens = out.index_select(0, active)  # (A, 1 + T)
         cache = model.new_cache() if use_cache else None
         for step in range(max_steps):
-            log_probs = next_token_log_probs(model, tokens, step, memory, memory_mask, cache)  # (B, V)
-            next_token = log_probs.argmax(dim=-1)  # (B,)
-            next_token = next_token.masked_fill(finished, PAD)
+            logits = next_token_logits(model, tokens, step, memory, memory_mask, cache)  # (A, V)
+            next_token = logits.max(dim=-1).indices  # (A,): argmax (first on ties), `max` is faster on CPU
             tokens[:, step + 1] = next_token
-            finished = finished | (next_token == EOS) | (step + 1 >= limits)
-            if bool(finished.all()):
+            finished = (next_token == EOS) | (step + 1 >= limits)  # (A,)
+            n_finished = int(finished.sum())  # the one host sync of the step
+            if n_finished == 0:
+                continue
+            out[active[finished]] = tokens[finished]
+            if n_finished == tokens.shape[0]:
                 break
-        return strip_specials(tokens[:, 1:].tolist())
+            keep = (~finished).nonzero().squeeze(1)  # (A',): drop the finished sentences from the batch
+            tokens, limits, active = tokens[keep], limits[keep], active[keep]
+            memory, memory_mask = memory.index_select(0, keep), memory_mask.index_select(0, keep)
+            if cache is not None:
+                cache.reorder(keep)
+        return strip_specials(out[:, 1:].tolist())
 
 
 def decode_corpus(

@@ -149,6 +149,10 @@ class Transformer(nn.Module):
         torch.Size([2, 5, 100])
     """
 
+    # decode() accepts memory with B rows for B·g target rows (rows g·i … g·i + g - 1 read source i): beam
+    # search passes each sentence's encoder output once for its K beams (grouped cross-attention).
+    grouped_memory = True
+
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = config
@@ -203,6 +207,9 @@ class Transformer(nn.Module):
         new tokens; their positions continue from ``cache.offset`` and keys/values of earlier steps are
         reused. ``tgt_mask`` optionally adds a key mask (e.g. target padding); right-padded targets need none,
         since the causal mask already hides the padding after each real position.
+
+        ``memory`` (and ``memory_mask``) may hold one row per group of ``g`` target rows, ``tgt`` then having
+        ``B·g`` rows: rows ``g·i … g·i + g - 1`` read source ``i`` (grouped cross-attention; beam search).
         """
         check_token_ids("tgt", tgt)
         offset = cache.offset if cache is not None else 0

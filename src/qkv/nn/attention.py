@@ -10,7 +10,7 @@ Legend: B batch, H heads, T_q query length, T_k key length, D d_model, Dh head d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ def scaled_dot_product_attention(
     *,
     is_causal: bool = False,
     need_weights: bool = True,
+    rows_have_keys: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention, Eq. 1 of the paper.
 
@@ -46,6 +47,8 @@ def scaled_dot_product_attention(
         dropout_p: dropout on the attention weights (pass 0.0 in eval mode).
         is_causal: also apply the causal mask (query i sees keys ≤ i, aligned bottom-right).
         need_weights: return the weights (explicit path) or ``None`` (fused path).
+        rows_have_keys: the caller knows every query row may attend to at least one key (e.g. the cross-attention
+            cache checked it once): the fused path then skips its guard for rows with no key.
 
     Returns:
         ``(output (..., T_q, d_v), weights (..., T_q, T_k) or None)``. The weights are the softmax before
@@ -70,8 +73,8 @@ def scaled_dot_product_attention(
         mask = combine_masks(mask, causal_mask(t_q, t_k, device=q.device))
 
     if not need_weights:
-        if mask is None:
-            return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
+        if mask is None or rows_have_keys:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
         # A row with no allowed key would be NaN in some kernels: let it attend everywhere, then zero it.
         row_has_key = mask.any(dim=-1, keepdim=True)  # (..., T_q, 1)
         safe = mask | ~row_has_key
@@ -96,23 +99,65 @@ def scaled_dot_product_attention(
 class KVCache:
     """Keys and values already projected, kept between decoding steps (no module state: passed in and out).
 
-    For self-attention ``k``/``v`` grow by the new positions each step; for cross-attention they are the
-    projected encoder output, computed once (``static=True``). Shapes ``(B, H, T_past, Dh)``.
+    For self-attention ``k``/``v`` grow by the new positions each step (:meth:`append`); for cross-attention
+    they are the projected encoder output, computed once (``static=True``). Shapes ``(B, H, T_past, Dh)``.
+
+    The growing keys/values live in buffers with room for more positions (the capacity doubles when full), and
+    ``k``/``v`` are views of their first ``length`` positions: a step writes one position instead of copying
+    the whole cache as ``torch.cat`` would. (For decoding: nothing backpropagates through these in-place writes.)
+
+    A static cache may hold fewer rows than the queries: ``group`` consecutive query rows then share one
+    key/value row (beam search: the K beams of a sentence attend to the same source, so its keys and values
+    are projected and stored once, not K times).
     """
 
     k: Tensor | None = None
     v: Tensor | None = None
     static: bool = False
+    group: int = 1
+    rows_have_keys: bool = False  # static: every query row has a key it may attend to (checked once)
+    _buffers: tuple[Tensor, Tensor] | None = field(default=None, repr=False)  # (B, H, capacity, Dh) each
 
     @property
     def length(self) -> int:
         return 0 if self.k is None else self.k.shape[-2]
 
+    def append(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Add new keys/values ``(B, H, T_new, Dh)`` after the cached ones; return all of them ``(B, H, T, Dh)``."""
+        old, new = self.length, k.shape[2]
+        if self._buffers is None or old + new > self._buffers[0].shape[2]:
+            capacity = max(16, 2 * (old + new))
+            grown = tuple(x.new_empty(x.shape[0], x.shape[1], capacity, x.shape[3]) for x in (k, v))
+            if old:
+                grown[0][:, :, :old] = self.k
+                grown[1][:, :, :old] = self.v
+            self._buffers = grown
+        buf_k, buf_v = self._buffers
+        buf_k[:, :, old : old + new] = k
+        buf_v[:, :, old : old + new] = v
+        self.k, self.v = buf_k[:, :, : old + new], buf_v[:, :, : old + new]  # views, (B, H, T_past + T_new, Dh)
+        return self.k, self.v
+
     def reorder(self, index: Tensor) -> None:
-        """Select batch rows (beam search): ``index`` is ``(B_new,)`` into the current batch."""
-        if self.k is not None:
-            self.k = self.k.index_select(0, index)
-            self.v = self.v.index_select(0, index)
+        """Select batch rows (beam search): ``index`` is ``(B_new,)`` into the current (query) batch.
+
+        A grouped cache keeps one row per group: ``index`` must keep groups together (rows ``g·i … g·i + g - 1``
+        all come from one group), and the group of each new block of ``g`` rows is selected.
+        """
+        if self.k is None:
+            return
+        if self.group > 1:
+            if index.shape[0] % self.group:
+                raise ValueError(
+                    f"a cache grouped by {self.group} query rows can only keep whole groups, got {index.shape[0]} rows"
+                )
+            index = index[:: self.group] // self.group  # (B_new / g,): the group of each block of rows
+        if self._buffers is None:
+            self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
+            return
+        length = self.length
+        self._buffers = tuple(buf.index_select(0, index) for buf in self._buffers)
+        self.k, self.v = (buf[:, :, :length] for buf in self._buffers)
 
 
 class MultiHeadAttention(nn.Module):
@@ -125,7 +170,8 @@ class MultiHeadAttention(nn.Module):
         bias: whether the projections have biases.
 
     Shape:
-        - query ``(B, T_q, D)``, key and value ``(B, T_k, D)``, batch first.
+        - query ``(B, T_q, D)``, key and value ``(B, T_k, D)``, batch first (key/value may hold B / g rows:
+          grouped queries, see :meth:`forward`).
         - mask: bool broadcastable to ``(B, H, T_q, T_k)``, ``True`` = may attend.
         - output ``(B, T_q, D)``; weights ``(B, H, T_q, T_k)`` when ``need_weights`` else ``None``.
 
@@ -161,9 +207,13 @@ class MultiHeadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, T, D) -> (B, H, T, Dh)
 
-    def _project_qkv(self, query: Tensor, key: Tensor, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        if query is key and key is value:
+    def _project_qkv(
+        self, query: Tensor, key: Tensor, value: Tensor, fuse: bool
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        if fuse and query is key and key is value:
             # Self-attention: one matmul for W_Q, W_K, W_V together (same maths, one kernel instead of three).
+            # Not when decoding step by step: there the (3D, D) weight copy costs more than the matmul of a few
+            # rows it fuses, and the three small matmuls are faster.
             w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
             b = None
             if self.q_proj.bias is not None:
@@ -194,6 +244,10 @@ class MultiHeadAttention(nn.Module):
             cache: incremental decoding. Self-attention: the new keys/values are appended to the cache.
                 Cross-attention (``cache.static``): keys/values are projected once from ``key``/``value``
                 and reused on later calls.
+
+        Grouped queries: ``key``/``value`` (or a static cache) may hold ``B_kv`` rows for ``B_q = g·B_kv``
+        query rows; query rows ``g·i … g·i + g - 1`` then attend to key/value row ``i`` (beam search's beams
+        of one sentence share its encoder output). The mask must then be a key mask ``(B_kv or 1, 1, 1, T_k)``.
         """
         if query.dim() != 3 or query.shape[-1] != self.d_model:
             raise ValueError(f"query must be (B, T_q, {self.d_model}), got {tuple(query.shape)}")
@@ -203,23 +257,58 @@ class MultiHeadAttention(nn.Module):
                 f"{tuple(value.shape)}"
             )
         if cache is not None and cache.static and cache.k is not None:
-            q = self._split_heads(self.q_proj(query))  # (B, H, T_q, Dh); K, V come from the cache
+            q = self.q_proj(query)  # (B_q, T_q, D); K, V come from the cache
             k, v = cache.k, cache.v
         else:
-            q, k, v = self._project_qkv(query, key, value)
-            q, k, v = self._split_heads(q), self._split_heads(k), self._split_heads(v)  # (B, H, T, Dh)
-            if cache is not None:
-                if not cache.static and cache.k is not None:
-                    k = torch.cat([cache.k, k], dim=2)  # (B, H, T_past + T_q, Dh)
-                    v = torch.cat([cache.v, v], dim=2)
+            q, k, v = self._project_qkv(query, key, value, fuse=cache is None)
+            k, v = self._split_heads(k), self._split_heads(v)  # (B, H, T_k, Dh)
+            if cache is not None and not cache.static:
+                k, v = cache.append(k, v)  # (B, H, T_past + T_q, Dh)
+            elif cache is not None:
                 cache.k, cache.v = k, v
+                # the source mask is the same at every step: check it once (one host sync)
+                cache.rows_have_keys = mask is None or bool(mask.any(dim=-1).all())
 
-        if is_causal and q.shape[2] == 1:
+        b_q, t_q = query.shape[0], query.shape[1]
+        group = self._group(b_q, k.shape[0], mask, is_causal)
+        if cache is not None and cache.static:
+            cache.group = group
+        # Grouped: the g query rows sharing a key/value row become g·T_q queries of that row (the same maths:
+        # every query attends independently). Ungrouped, g = 1 and this is the usual head split.
+        q = self._split_heads(q.reshape(b_q // group, group * t_q, self.d_model))  # (B_kv, H, g·T_q, Dh)
+
+        if is_causal and t_q == 1:
             is_causal = False  # one new query at the end of the sequence sees every key: nothing to hide
         dropout_p = self.dropout if self.training else 0.0
         out, weights = scaled_dot_product_attention(
-            q, k, v, mask, dropout_p, is_causal=is_causal, need_weights=need_weights
-        )  # (B, H, T_q, Dh), (B, H, T_q, T_k)
-        b, _, t_q, _ = out.shape
-        out = out.transpose(1, 2).reshape(b, t_q, self.d_model)  # (B, H, T_q, Dh) -> (B, T_q, D): Concat
+            q,
+            k,
+            v,
+            mask,
+            dropout_p,
+            is_causal=is_causal,
+            need_weights=need_weights,
+            rows_have_keys=cache is not None and cache.rows_have_keys,
+        )  # (B_kv, H, g·T_q, Dh), (B_kv, H, g·T_q, T_k)
+        out = out.transpose(1, 2).reshape(b_q, t_q, self.d_model)  # (B_kv, H, g·T_q, Dh) -> (B_q, T_q, D): Concat
+        if weights is not None and group > 1:
+            b_kv, h, _, t_k = weights.shape
+            weights = weights.view(b_kv, h, group, t_q, t_k).transpose(1, 2).reshape(b_q, h, t_q, t_k)
         return self.out_proj(out), weights  # · W_O
+
+    @staticmethod
+    def _group(b_q: int, b_kv: int, mask: Tensor | None, is_causal: bool) -> int:
+        """How many query rows share one key/value row: 1, or B_q / B_kv for grouped cross-attention."""
+        if b_q == b_kv:
+            return 1
+        if b_kv == 0 or b_q % b_kv:
+            raise ValueError(
+                f"the key/value batch ({b_kv}) must equal the query batch ({b_q}) or divide it (grouped queries)"
+            )
+        if is_causal or (mask is not None and mask.dim() >= 2 and mask.shape[-2] != 1):
+            raise ValueError(
+                "grouped queries (key/value batch smaller than the query batch) take a key mask only "
+                f"(shape (B_kv, 1, 1, T_k)) and no causal mask; got mask shape "
+                f"{None if mask is None else tuple(mask.shape)}, is_causal={is_causal}"
+            )
+        return b_q // b_kv

@@ -36,5 +36,7 @@ class PositionwiseFeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.dropout(self.activation(self.linear1(x)))  # (B, T, F)
+        h = self.activation(self.linear1(x))  # (B, T, F)
+        if self.training:  # the identity at inference: skipped
+            h = self.dropout(h)
         return self.linear2(h)  # (B, T, D)
