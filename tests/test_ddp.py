@@ -6,6 +6,8 @@ import json
 import os
 import random
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -33,7 +35,7 @@ def model() -> Transformer:
     return Transformer(TransformerConfig.preset("tiny", src_vocab_size=VOCAB, tgt_vocab_size=VOCAB))
 
 
-def config(max_steps: int) -> TrainConfig:
+def config(max_steps: int, **options) -> TrainConfig:
     # accum_steps=2 also exercises DDP's no_sync(); dropout is 0 in the tiny preset
     return TrainConfig(
         max_steps=max_steps,
@@ -45,10 +47,13 @@ def config(max_steps: int) -> TrainConfig:
         clip_norm=1.0,
         progress=False,
         seed=5,
+        **options,
     )
 
 
-def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+@contextmanager
+def gloo_group(rank: int, world_size: int, port: int) -> Iterator[None]:
+    """Inside a spawned process: the torchrun environment variables and a gloo process group, then cleanup."""
     torch.set_num_threads(1)
     os.environ.update(
         RANK=str(rank),
@@ -59,6 +64,13 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     )
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
     try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    with gloo_group(rank, world_size, port):
         # 3 steps, stop, then resume to 6: checkpoints come from rank 0 only
         train(model(), pairs(60, 1), pairs(8, 2), config(3), out_dir=out_dir, device="cpu")
         result = train(
@@ -66,8 +78,6 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         )
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
             json.dump({"steps": result.steps, "loss": result.metrics["loss"]}, f)
-    finally:
-        dist.destroy_process_group()
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from contextlib import nullcontext
 from pathlib import Path
 from unittest import mock
@@ -21,7 +20,8 @@ from qkv.train import TrainConfig, load_checkpoint, train
 from qkv.train.checkpoint import copy_checkpoint, load_trainer_state
 from qkv.train.sharding import apply_activation_checkpointing, wrap_fsdp
 from qkv.train.trainer import evaluate
-from test_ddp import free_port, pairs
+from test_ddp import config as ddp_config
+from test_ddp import free_port, gloo_group, pairs
 from test_ddp import model as ddp_model
 
 V = 40
@@ -183,18 +183,7 @@ VERSIONS = ("fsdp2", "fsdp1")
 
 def fsdp_config(max_steps: int, fsdp: bool) -> TrainConfig:
     """The DDP test's options (accum_steps=2, clipping), with or without FSDP."""
-    return TrainConfig(
-        max_steps=max_steps,
-        max_tokens=80,
-        accum_steps=2,
-        lr_schedule="inverse_sqrt",
-        lr=2e-3,
-        warmup_steps=3,
-        clip_norm=1.0,
-        progress=False,
-        seed=5,
-        fsdp=fsdp,
-    )
+    return ddp_config(max_steps, fsdp=fsdp)
 
 
 def fsdp_runs_of_one_rank(out: Path) -> dict:
@@ -214,23 +203,12 @@ def fsdp_runs_of_one_rank(out: Path) -> dict:
 
 def fsdp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     """Rank ``rank`` of 2: the runs of :func:`fsdp_runs_of_one_rank` with FSDP2, then with the FSDP1 fallback."""
-    torch.set_num_threads(1)
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
+    with gloo_group(rank, world_size, port):
         for version in VERSIONS:
             fsdp1 = mock.patch("qkv.train.sharding._fully_shard", return_value=None)  # as on torch < 2.6
             with fsdp1 if version == "fsdp1" else nullcontext():
                 report = fsdp_runs_of_one_rank(Path(out_dir) / version)
             (Path(out_dir) / version / f"rank{rank}.json").write_text(json.dumps(report))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
