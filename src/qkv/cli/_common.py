@@ -52,7 +52,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-every", type=int, default=None, help="write a checkpoint every N steps")
     g.add_argument("--log-every", type=int, default=100, help="log every N steps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--fsdp", action="store_true", help="fully sharded data parallel (torchrun, GPUs)")
+    g.add_argument(
+        "--fsdp", action="store_true", help="fully sharded data parallel, under torchrun (NCCL on GPUs, gloo on CPUs)"
+    )
     g.add_argument("--activation-checkpointing", action="store_true", help="recompute activations (memory)")
     g.add_argument("--compile", action="store_true", help="torch.compile the training forward (GPU speed)")
 

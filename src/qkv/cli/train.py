@@ -115,7 +115,6 @@ def run(args: argparse.Namespace) -> int:
     )
     if not is_main:
         return 0
-    log.info("training: %s", result.summary())
     averaged = write_averaged_checkpoint(out, args.average_last) if args.average_last > 1 else None
     results = {"train": {k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()}}
     if not args.no_test:
