@@ -59,9 +59,10 @@ def run() -> int:
         results["mlm+finetune"] = (dev_acc(out / "finetuned"), time.perf_counter() - start)
     for name, (acc, wall) in results.items():
         bar = f" (bar 0.82: {'PASS' if acc >= 0.82 else 'FAIL'})" if name == "scratch" else ""
-        print(f"bench/sst2: {name}: dev accuracy {acc:.4f}{bar}, wall {wall:.0f}s")
+        print(f"bench/sst2: {name}: dev accuracy {100 * acc:.3f} %{bar}, wall {wall:.0f}s")
     if len(results) == 2:
-        print(f"bench/sst2: gain of MLM pre-training: {results['mlm+finetune'][0] - results['scratch'][0]:+.4f}")
+        gain = results["mlm+finetune"][0] - results["scratch"][0]
+        print(f"bench/sst2: gain of MLM pre-training: {100 * gain:+.3f} points")
     print(f"torch threads {torch.get_num_threads()}")
     return 0
 

@@ -19,6 +19,7 @@ from qkv.train.classify import (
     collate_tokens,
     predict_logits,
     train_classifier,
+    word_dropout,
 )
 
 
@@ -59,17 +60,22 @@ def test_padding_does_not_change_prediction(pooling):
         assert torch.allclose(model(alone)[0], model(batch)[0], atol=1e-5)
 
 
-def test_tiny_classifier_learns_separable_task():
-    # class 1 iff the sentence contains token 5; lengths vary, so padding is exercised
+def contains_five(n: int = 400) -> tuple[list[list[int]], list[int]]:
+    """Class 1 iff the sentence contains token 5; lengths vary, so padding is exercised."""
     g = torch.Generator().manual_seed(0)
     seqs, labels = [], []
-    for i in range(400):
-        n = int(torch.randint(3, 9, (1,), generator=g))
-        s = torch.randint(6, 40, (n,), generator=g).tolist()
+    for i in range(n):
+        length = int(torch.randint(3, 9, (1,), generator=g))
+        s = torch.randint(6, 40, (length,), generator=g).tolist()
         if i % 2:
-            s[int(torch.randint(0, n, (1,), generator=g))] = 5
+            s[int(torch.randint(0, length, (1,), generator=g))] = 5
         seqs.append(s)
         labels.append(i % 2)
+    return seqs, labels
+
+
+def test_tiny_classifier_learns_separable_task():
+    seqs, labels = contains_five()
     model = TextClassifier(ClassifierConfig.preset("tiny", vocab_size=40))
     history = train_classifier(
         model,
@@ -80,6 +86,17 @@ def test_tiny_classifier_learns_separable_task():
     )
     assert history[-1]["dev_acc"] >= 0.95
     assert history[-1]["loss"] < history[0]["loss"]
+
+
+def test_word_dropout_hides_words_never_padding():
+    tokens = collate_tokens([[7] * 50, [8] * 20])  # (2, 50): the second row padded with 30 PADs
+    out = word_dropout(tokens, 0.3, unk_id=3, pad_id=0, generator=torch.Generator().manual_seed(0))
+    assert (out[1, 20:] == 0).all()  # padding stays padding
+    replaced = (out == 3) & (tokens != 0)
+    assert ((out == tokens) | replaced).all()  # a token is kept or becomes [UNK], nothing else
+    assert 0.15 < replaced.sum().item() / 70 < 0.45  # about p of the 70 words
+    with pytest.raises(ConfigError, match="word_dropout"):
+        ClassifyTrainConfig(word_dropout=1.0)
 
 
 def test_config_validates():
@@ -175,9 +192,15 @@ def test_cli_train_and_predict(tmp_path, capsys):
             "8",
             "--vocab-size",
             "100",
+            "--set",
+            "d_ff=48",
+            "--word-dropout",
+            "0.1",
         ]
     )
     assert code == 0 and (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    config = read_config(out)
+    assert config["model"]["d_ff"] == 48 and config["train"]["word_dropout"] == 0.1  # the options took effect
     capsys.readouterr()
     assert main(["classify", "predict", "--model", str(out), "a great film", "an awful mess"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -6,7 +6,6 @@ library call of its own (:mod:`qkv.data`, :mod:`qkv.train`, :mod:`qkv.decode`, :
 
 from __future__ import annotations
 
-import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,21 +59,6 @@ def prepare_data(
         text=text,
         dropped={split: dict(t.dropped) for split, t in text.items() if t.dropped},
     )
-
-
-def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["d_model=256", "norm=pre"]`` -> ``{"d_model": 256, "norm": "pre"}`` (values parsed as Python literals)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
-        try:
-            value = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            value = raw  # a bare word such as pre / gelu
-        out[key.strip()] = value
-    return out
 
 
 # PyTorch's default initialisation (flagged): the papers' U(±0.08) / N(0, 0.01²) barely moves under Adam in

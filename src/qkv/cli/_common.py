@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import sys
+from typing import Any
 
 import torch
 
+from qkv.config import ConfigError
 from qkv.train.trainer import TrainConfig
 
 
@@ -19,6 +22,32 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+def add_set_option(group) -> None:
+    """``--set KEY=VALUE`` (repeatable): override a field of the model preset; read with :func:`parse_overrides`."""
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a model option, e.g. --set d_model=384 --set norm=pre (repeatable)",
+    )
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["d_model=256", "norm=pre"]`` -> ``{"d_model": 256, "norm": "pre"}`` (values parsed as Python literals)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw  # a bare word such as pre / gelu
+        out[key.strip()] = value
+    return out
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
+from qkv.cli._common import add_set_option, parse_overrides
 from qkv.data.sst2 import find_sst2, read_sst2
 from qkv.data.tokenizer import SubwordTokenizer
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
@@ -31,7 +32,8 @@ def encode(tokenizer: SubwordTokenizer, sentences: list[str], max_len: int) -> l
 
 
 def _new_model(args, tokenizer: SubwordTokenizer) -> TextClassifier:
-    overrides = {"vocab_size": tokenizer.vocab_size + 1, "mask_id": tokenizer.vocab_size}  # last id = [MASK]
+    overrides = parse_overrides(args.overrides)
+    overrides.update(vocab_size=tokenizer.vocab_size + 1, mask_id=tokenizer.vocab_size)  # last id = [MASK]
     if args.pooling:
         overrides["pooling"] = args.pooling
     if args.dropout is not None:
@@ -104,11 +106,15 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        word_dropout=args.word_dropout,
         seed=args.seed,
     )
 
     def report(r):
-        print(f"epoch {r['epoch']}: loss {r['loss']:.4f}  train acc {r['train_acc']:.4f}  dev acc {r['dev_acc']:.4f}")
+        print(
+            f"epoch {r['epoch']}: loss {r['loss']:.4f}  train acc {100 * r['train_acc']:.2f} %  "
+            f"dev acc {100 * r['dev_acc']:.3f} %"
+        )
 
     history = fit(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report)
     seconds = time.perf_counter() - start
@@ -116,7 +122,7 @@ def cmd_train(args) -> int:
     metrics = {"dev_acc": history[-1]["dev_acc"]}
     extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds)
     out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, **extra)
-    print(f"dev accuracy {history[-1]['dev_acc']:.4f} after {seconds:.0f}s; saved to {out}")
+    print(f"dev accuracy {100 * history[-1]['dev_acc']:.3f} % after {seconds:.0f}s; saved to {out}")
     return 0
 
 
@@ -152,6 +158,7 @@ def _common(p, epochs: int, lr: float, batch_size: int) -> None:
     p.add_argument("--preset", default="sst2", choices=sorted(PRESETS), help="model size (ClassifierConfig)")
     p.add_argument("--pooling", choices=["cls", "mean"], help="override the preset's pooling")
     p.add_argument("--dropout", type=float, help="override the preset's dropout")
+    add_set_option(p)
     p.add_argument("--vocab-size", type=int, default=16000)
     p.add_argument("--tokenizer", default="word", choices=["word", "bpe", "unigram"])
     p.add_argument("--seed", type=int, default=0)
@@ -164,6 +171,9 @@ def register(sub) -> None:
     t = cmds.add_parser("train", help="train (or fine-tune) a classifier on SST-2; reports dev accuracy")
     _common(t, epochs=3, lr=1e-3, batch_size=64)
     t.add_argument("--weight-decay", type=float, default=0.01)
+    t.add_argument(
+        "--word-dropout", type=float, default=0.0, help="replace training tokens by [UNK] with this probability"
+    )
     t.add_argument("--init", help="a folder written by `qkv classify pretrain` to fine-tune from")
     t.set_defaults(func=cmd_train)
 

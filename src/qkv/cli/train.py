@@ -9,7 +9,14 @@ import os
 import time
 from pathlib import Path
 
-from qkv.cli._common import add_train_options, resolve_device, setup_logging, train_config_from_args
+from qkv.cli._common import (
+    add_set_option,
+    add_train_options,
+    parse_overrides,
+    resolve_device,
+    setup_logging,
+    train_config_from_args,
+)
 
 log = logging.getLogger("qkv.cli")
 
@@ -48,8 +55,7 @@ def register(sub) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--arch", choices=["transformer", "rnn", "rnn-attention"], default="transformer")
     m.add_argument("--preset", default="small", help="tiny | small (CPU) | base | big (GPU); default small")
-    m.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
-                   help="override a model option, e.g. --set d_model=384 --set norm=pre (repeatable)")
+    add_set_option(m)
     add_train_options(p)
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="run folder: checkpoints last/ best/ averaged/, results.json")
@@ -68,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from qkv.train.trainer import greedy_bleu, train
     from qkv.translation import (
         build_translation_model,
-        parse_overrides,
         prepare_data,
         write_averaged_checkpoint,
     )

@@ -42,6 +42,8 @@ class ClassifyTrainConfig(ConfigMixin):
         warmup: fraction of all steps spent warming up linearly (then linear decay to 0).
         label_smoothing: ε of label smoothing (§5.4); 0 by default for classification.
         grad_clip: clip the global gradient norm (0 = off).
+        word_dropout: probability of replacing a training token by ``[UNK]`` (token inputs only; 0 = off), see
+            :func:`word_dropout`.
         seed: seeds batching order and dropout.
     """
 
@@ -52,6 +54,7 @@ class ClassifyTrainConfig(ConfigMixin):
     warmup: float = 0.06
     label_smoothing: float = 0.0
     grad_clip: float = 1.0
+    word_dropout: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -59,6 +62,8 @@ class ClassifyTrainConfig(ConfigMixin):
             raise ConfigError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
         if not (self.lr > 0 and 0 <= self.warmup < 1 and 0 <= self.label_smoothing < 1):
             raise ConfigError(f"bad lr/warmup/label_smoothing: {self.lr}, {self.warmup}, {self.label_smoothing}")
+        if not 0 <= self.word_dropout < 1:
+            raise ConfigError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
 
 
 def collate_tokens(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> Tensor:
@@ -146,6 +151,16 @@ def accuracy(model: nn.Module, inputs: Sequence, labels: Sequence[int], *, pad_i
     return (logits.argmax(-1) == torch.as_tensor(list(labels))).float().mean().item()
 
 
+def word_dropout(tokens: Tensor, p: float, unk_id: int, pad_id: int, generator: torch.Generator) -> Tensor:
+    """Replace each non-padding token by ``unk_id`` with probability ``p`` (Iyyer et al. 2015, "word dropout").
+
+    A regularizer for training text classifiers from scratch: the model cannot lean on any single word.
+    Shape: ``(B, T) -> (B, T)``.
+    """
+    drop = (torch.rand(tokens.shape, generator=generator) < p) & (tokens != pad_id)  # (B, T)
+    return tokens.masked_fill(drop, unk_id)
+
+
 def train_classifier(
     model: nn.Module,
     train_inputs: Sequence,
@@ -167,7 +182,8 @@ def train_classifier(
         config: a :class:`ClassifyTrainConfig`.
         dev: optional ``(inputs, labels)`` evaluated after every epoch.
         pad_id: padding id for token inputs.
-        augment: optional function applied to each image batch during training (e.g. random shifts).
+        augment: optional function applied to each training batch (images: e.g. random shifts; token ids
+            ``(B, T)``: e.g. :func:`word_dropout`).
         on_epoch: called with each epoch's record (the CLI prints it).
         on_step: called with ``(step, loss)`` after every optimizer step.
     """
@@ -182,6 +198,7 @@ def train_classifier(
     optimizer, scheduler = make_optimizer(
         model, config.lr, config.weight_decay, steps_per_epoch * config.epochs, config.warmup
     )
+    generator = torch.Generator().manual_seed(config.seed)  # word dropout's draws
     history, step = [], 0
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -194,10 +211,12 @@ def train_classifier(
         for batch in batches:
             if images:
                 x = train_inputs[batch]
-                if augment is not None:
-                    x = augment(x)
             else:
                 x = collate_tokens([train_inputs[i] for i in batch], pad_id)  # (B, T)
+            if augment is not None:
+                x = augment(x)
+            if config.word_dropout and not images:
+                x = word_dropout(x, config.word_dropout, SubwordTokenizer.UNK, pad_id, generator)
             y = labels_t[torch.as_tensor(batch)].to(device)  # (B,)
             logits = model(x.to(device))  # (B, C)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
