@@ -106,7 +106,7 @@ def cmd_train(args) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
-        word_dropout=args.word_dropout,
+        word_dropout=args.word_dropout if args.word_dropout is not None else (0.0 if args.init else 0.2),
         seed=args.seed,
     )
 
@@ -172,7 +172,9 @@ def register(sub) -> None:
     _common(t, epochs=3, lr=1e-3, batch_size=64)
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument(
-        "--word-dropout", type=float, default=0.0, help="replace training tokens by [UNK] with this probability"
+        "--word-dropout",
+        type=float,
+        help="replace training tokens by [UNK] with this probability (default 0.2 from scratch, 0 with --init)",
     )
     t.add_argument("--init", help="a folder written by `qkv classify pretrain` to fine-tune from")
     t.set_defaults(func=cmd_train)
