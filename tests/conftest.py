@@ -24,12 +24,17 @@ def shared_data() -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _seed_and_threads():
-    """Every test starts from the same seed, on one thread (the models here are tiny: a thread pool costs
-    more than it gives, and on a busy machine it can be many times slower)."""
-    torch.manual_seed(0)
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The whole session on one thread, module-scoped fixtures included (the models here are tiny: a thread
+    pool costs more than it gives, and on a busy machine it can be many times slower)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Every test starts from the same seed."""
+    torch.manual_seed(0)

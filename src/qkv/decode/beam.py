@@ -34,15 +34,14 @@ import torch
 from torch import Tensor, nn
 
 from qkv.decode.search import (
-    BOS,
     EOS,
     PAD,
-    check_source,
     evaluating,
-    max_output_lengths,
     next_token_logits,
+    start_search,
     strip_specials,
 )
+from qkv.nn.embedding import check_token_ids
 
 
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
@@ -87,7 +86,7 @@ def beam_search(
         >>> len(out), len(out[0]) <= 4 + 3
         (1, True)
     """
-    check_source(src)
+    check_token_ids("src", src)
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
     if alpha < 0:
@@ -97,16 +96,12 @@ def beam_search(
         return []
     device = src.device
     with evaluating(model):
-        limits = max_output_lengths(model, src, max_len_b)  # (B,)
-        max_steps = int(limits.max())  # one host sync, before the loop
-        width = max_steps + 1  # BOS + at most max_steps tokens
-        best = torch.full((batch, width), PAD, dtype=torch.long, device=device)  # (B, 1 + T): the results
-        active = (limits > 0).nonzero().squeeze(1)  # (A,): sentences still searched, A shrinks as they finish
+        start = start_search(model, src, max_len_b)
+        best, active, limits, max_steps = start.out, start.active, start.limits, start.steps  # best: the results
         if max_steps == 0:
             return strip_specials(best[:, 1:].tolist())
-        src, limits = src.index_select(0, active), limits.index_select(0, active)  # (A, S), (A,)
-        memory_mask = model.src_mask(src)  # (A, 1, 1, S)
-        memory = model.encode(src)  # (A, S, D)
+        memory, memory_mask = start.memory, start.memory_mask  # (A, S, D), (A, 1, 1, S)
+        width = max_steps + 1  # BOS + at most max_steps tokens
         # A model with grouped cross-attention (qkv.Transformer) takes one memory row for the K beams of a
         # sentence; others get the memory repeated K times.
         grouped = getattr(model, "grouped_memory", False)
@@ -114,8 +109,7 @@ def beam_search(
             rows = torch.arange(len(active), device=device).repeat_interleave(k)  # (A·K,)
             memory, memory_mask = memory.index_select(0, rows), memory_mask.index_select(0, rows)
 
-        tokens = torch.full((len(active) * k, width), PAD, dtype=torch.long, device=device)  # (A·K, 1 + T)
-        tokens[:, 0] = BOS
+        tokens = best.index_select(0, active.repeat_interleave(k))  # (A·K, 1 + T): BOS, then PAD
         # Summed log-probabilities of the live beams. All beams start as the same empty prefix: keep only the
         # first alive, or the K beams would propose the same candidates K times.
         live_scores = torch.full((len(active), k), -torch.inf, device=device)  # (A, K)

@@ -22,21 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from qkv.nn.embedding import check_token_ids
+
 PAD, BOS, EOS = 0, 1, 2  # the special token ids of the whole library (UNK = 3 is an ordinary output)
-
-
-def check_source(src: Tensor) -> None:
-    """Refuse anything but a ``(B, S)`` integer tensor of source token ids."""
-    if not isinstance(src, Tensor):
-        raise TypeError(f"src must be a torch.Tensor of token ids (B, S), got {type(src).__name__}")
-    if src.dim() != 2:
-        raise ValueError(f"src must be token ids of shape (B, S), got shape {tuple(src.shape)}")
-    if src.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"src must hold integer token ids, got {src.dtype}")
 
 
 def max_output_lengths(model: nn.Module, src: Tensor, max_len_b: int) -> Tensor:
@@ -52,6 +45,36 @@ def max_output_lengths(model: nn.Module, src: Tensor, max_len_b: int) -> Tensor:
     if model_max is not None:
         limits = limits.clamp(max=model_max)
     return limits
+
+
+@dataclass
+class SearchStart:
+    """What greedy and beam search start from: the output buffer and the encoded sentences that get a token.
+
+    ``out`` ``(B, 1 + T)`` holds BOS then PAD (T = the longest output limit, ``steps``); ``active`` ``(A,)``
+    indexes the sentences whose limit allows at least one token, and ``limits`` ``(A,)``, ``memory``
+    ``(A, S, D)`` and ``memory_mask`` ``(A, 1, 1, S)`` are theirs (``None`` when ``steps`` is 0).
+    """
+
+    out: Tensor
+    active: Tensor
+    limits: Tensor
+    memory: Tensor | None
+    memory_mask: Tensor | None
+    steps: int
+
+
+def start_search(model: nn.Module, src: Tensor, max_len_b: int) -> SearchStart:
+    """Output limits (§6.1), the result buffer, and the encoder output of the sentences that get a token."""
+    limits = max_output_lengths(model, src, max_len_b)  # (B,)
+    steps = int(limits.max())  # one host sync, before the loop
+    out = torch.full((src.shape[0], steps + 1), PAD, dtype=torch.long, device=src.device)  # (B, 1 + T)
+    out[:, 0] = BOS
+    active = (limits > 0).nonzero().squeeze(1)  # (A,)
+    if steps == 0:
+        return SearchStart(out, active, limits, None, None, 0)
+    src = src.index_select(0, active)  # (A, S)
+    return SearchStart(out, active, limits.index_select(0, active), model.encode(src), model.src_mask(src), steps)
 
 
 def next_token_logits(
@@ -128,21 +151,15 @@ def greedy_search(
         >>> len(out), len(out[0]) <= 4 + 3
         (1, True)
     """
-    check_source(src)
-    batch = src.shape[0]
-    if batch == 0:
+    check_token_ids("src", src)
+    if src.shape[0] == 0:
         return []
     with evaluating(model):
-        limits = max_output_lengths(model, src, max_len_b)  # (B,)
-        max_steps = int(limits.max())  # one host sync, before the loop
-        out = torch.full((batch, max_steps + 1), PAD, dtype=torch.long, device=src.device)  # (B, 1 + T)
-        out[:, 0] = BOS
-        active = (limits > 0).nonzero().squeeze(1)  # (A,): the sentences still being decoded
+        start = start_search(model, src, max_len_b)
+        out, active, limits, max_steps = start.out, start.active, start.limits, start.steps
         if max_steps == 0:
             return strip_specials(out[:, 1:].tolist())
-        src, limits = src.index_select(0, active), limits.index_select(0, active)  # (A, S), (A,)
-        memory_mask = model.src_mask(src)  # (A, 1, 1, S)
-        memory = model.encode(src)  # (A, S, D)
+        memory, memory_mask = start.memory, start.memory_mask  # (A, S, D), (A, 1, 1, S)
         tokens = out.index_select(0, active)  # (A, 1 + T)
         cache = model.new_cache() if use_cache else None
         for step in range(max_steps):

@@ -185,9 +185,10 @@ class Transformer(nn.Module):
     # -- the three entry points ---------------------------------------------------------------------------
     def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):
         """Encode ``src`` ``(B, S)`` -> memory ``(B, S, D)`` (and a list of L maps ``(B, H, S, S)``)."""
-        check_token_ids("src", src)
         if src_mask is None:
-            src_mask = self.src_mask(src)
+            src_mask = self.src_mask(src)  # checks src
+        else:
+            check_token_ids("src", src)
         x = self.embed_dropout(self.src_pos(self.src_embed(src)))  # (B, S, D)
         memory, maps = self.encoder(x, src_mask, need_weights=return_attention)
         return (memory, maps) if return_attention else memory

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 def check_token_ids(name: str, tokens: Tensor) -> None:
     """Refuse anything but a ``(B, length)`` integer tensor of token ids, naming the argument."""
+    if not isinstance(tokens, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids (B, length), got {type(tokens).__name__}")
     if tokens.dim() != 2:
         raise ValueError(f"{name} must be token ids of shape (B, length), got {tuple(tokens.shape)}")
     if tokens.dtype not in (torch.int64, torch.int32):

@@ -36,7 +36,5 @@ class PositionwiseFeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.activation(self.linear1(x))  # (B, T, F)
-        if self.training:  # the identity at inference: skipped
-            h = self.dropout(h)
+        h = self.dropout(self.activation(self.linear1(x)))  # (B, T, F)
         return self.linear2(h)  # (B, T, D)

@@ -34,10 +34,11 @@ class Residual(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], tuple[Tensor, Tensor | None]]):
-        out, extra = sublayer(self.norm(x) if self.pre else x)
-        if self.training:  # dropout is the identity at inference: skip the call (it adds up when decoding)
-            out = self.dropout(out)
-        return (x + out, extra) if self.pre else (self.norm(x + out), extra)
+        if self.pre:
+            out, extra = sublayer(self.norm(x))
+            return x + self.dropout(out), extra
+        out, extra = sublayer(x)
+        return self.norm(x + self.dropout(out)), extra
 
 
 class EncoderLayer(nn.Module):
