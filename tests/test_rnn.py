@@ -225,18 +225,9 @@ def greedy(model, src: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.cat(out, dim=1)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny recurrent steps run fastest on one thread (and far faster than two on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("arch", "min_accuracy"), [("rnn-attention", 0.95), ("rnn", 0.6)])
-def test_tiny_model_learns_to_reverse(arch, min_accuracy, one_thread):
+def test_tiny_model_learns_to_reverse(arch, min_accuracy):
     """Reverse 3-7 symbols: 100 Adam steps (seconds). The attention model learns it almost perfectly; the
     fixed-size LSTM state gets much of the way. (``init="pytorch"``: the papers' tiny initial weights need
     thousands of steps.)"""
@@ -266,7 +257,7 @@ def test_tiny_model_learns_to_reverse(arch, min_accuracy, one_thread):
         assert exact >= 0.8, f"exact-match accuracy {exact:.2f}"
 
 
-def test_shared_decoding_runs_on_the_baselines(one_thread):
+def test_shared_decoding_runs_on_the_baselines():
     """qkv.decode (written against qkv.Transformer) works unchanged on both baselines."""
     if not hasattr(qkv.decode, "beam_search"):
         pytest.skip("qkv.decode.beam_search is not there yet")

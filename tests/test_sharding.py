@@ -219,20 +219,15 @@ def fsdp_runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("fsdp")
     mp.spawn(fsdp_worker, args=(2, free_port(), str(out)), nprocs=2, join=True)
     tokens: list[int] = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        single = train(
-            ddp_model(),
-            pairs(60, 1),
-            pairs(8, 2),
-            fsdp_config(6, False),
-            out_dir=out / "single",
-            device="cpu",
-            callback=lambda e: tokens.append(e["tokens"]) if e["event"] == "step" else None,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    single = train(
+        ddp_model(),
+        pairs(60, 1),
+        pairs(8, 2),
+        fsdp_config(6, False),
+        out_dir=out / "single",
+        device="cpu",
+        callback=lambda e: tokens.append(e["tokens"]) if e["event"] == "step" else None,
+    )
     return out, single, tokens
 
 

@@ -24,15 +24,6 @@ from qkv.train import (
 VOCAB = 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models train faster on one thread, and the test machine's cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def copy_pairs(n: int, seed: int, min_len: int = 2, max_len: int = 7) -> list[tuple[list[int], list[int]]]:
     rng = random.Random(seed)
     pairs = []

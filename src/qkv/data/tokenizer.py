@@ -33,6 +33,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from qkv.data.text import DataError
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3
+PAD, BOS, EOS, UNK = 0, 1, 2, 3  # their ids: the special token ids of the whole library
 MODELS = ("bpe", "unigram", "word")
 _MODEL_NAMES = {"BPE": "bpe", "Unigram": "unigram", "WordLevel": "word"}  # HF model class -> our name
 _META = "▁"  # U+2581, SentencePiece's visible space
@@ -76,7 +77,7 @@ class SubwordTokenizer:
         (['▁Ein'], 'Ein Hund.')
     """
 
-    PAD, BOS, EOS, UNK = 0, 1, 2, 3
+    PAD, BOS, EOS, UNK = PAD, BOS, EOS, UNK
 
     def __init__(self, tokenizer: Tokenizer, *, source: str = "tokenizer") -> None:
         for expected_id, token in enumerate(SPECIAL_TOKENS):

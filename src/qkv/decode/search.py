@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from qkv.data.tokenizer import BOS, EOS, PAD  # the library's special ids (UNK = 3 is an ordinary output)
 from qkv.nn.embedding import check_token_ids
-
-PAD, BOS, EOS = 0, 1, 2  # the special token ids of the whole library (UNK = 3 is an ordinary output)
 
 
 def max_output_lengths(model: nn.Module, src: Tensor, max_len_b: int) -> Tensor:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-PAD, BOS, EOS = 0, 1, 2
+from qkv.data.tokenizer import BOS, EOS, PAD
 
 
 @dataclass
