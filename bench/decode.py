@@ -24,12 +24,13 @@ Multi30k test set of its source language — sorted by length into batches of ``
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from _common import benchmark, pick_device
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search
+from qkv.decode.search import strip_specials
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,7 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty α (default 0.6)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     parser.add_argument("--n", type=int, default=3, help="timed repetitions of each measurement (default 3)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
@@ -62,22 +63,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=None, help="with --checkpoint: at most this many sentences")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, n: int, device: torch.device) -> tuple[float, object]:
-    """Run ``fn`` once to warm up, then ``n`` times; return seconds per run and the last output."""
-    out = fn()
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(n):
-        out = fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / n, out
 
 
 # -- Hugging Face: a MarianMTModel with the qkv weights -----------------------------------------------------
@@ -172,16 +157,7 @@ def hf_generate(
         suppress_tokens=[PAD, BOS],  # as qkv.decode: PAD and BOS are never outputs
         num_return_sequences=1,
     )  # (B, 1 + T): decoder_start (BOS), the tokens, EOS, then PAD
-    result = []
-    for row in out[:, 1:].tolist():
-        ids = []
-        for t in row:
-            if t == EOS:
-                break
-            if t != PAD:
-                ids.append(t)
-        result.append(ids)
-    return result
+    return strip_specials(out[:, 1:].tolist())
 
 
 def random_setup(args, device: torch.device):
@@ -228,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = pick_device(args.device)
     model, batches, what, bleu = (checkpoint_setup if args.checkpoint else random_setup)(args, device)
     config = model.config
     n_sentences = sum(len(src) for src in batches)
@@ -286,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/run':>8}" + ("  BLEU" if bleu else ""))
     for name, fn in runs.items():
         with torch.inference_mode():
-            seconds, outputs = timed(fn, args.n, device)
+            outputs = fn()  # the warm-up, and the outputs compared below
+            seconds = benchmark(fn, device, warmup=0, iters=args.n).mean
         n_tokens = sum(len(y) + (len(y) < limit) for y, limit in zip(outputs, limits))  # + EOS, when there was one
         results[name] = (seconds, outputs)
         print(
