@@ -12,6 +12,7 @@ Reported times are medians over iterations (robust to the other processes of a s
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import platform
@@ -36,6 +37,24 @@ def pick_device(name: str | None) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: CUDA is not available in this torch build ({torch.__version__})")
     return device
+
+
+def add_device_options(parser: argparse.ArgumentParser, dtype_help: str | None = None) -> None:
+    """``--device`` and ``--threads``, and ``--dtype`` when ``dtype_help`` is given: see :func:`setup_device`."""
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is steadier on a shared machine)")
+    if dtype_help is not None:
+        parser.add_argument("--dtype", choices=sorted(DTYPES), help=dtype_help)
+
+
+def setup_device(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """Apply the options of :func:`add_device_options`: the device, torch's CPU threads, and the dtype
+    (``--dtype``, else bf16 on CUDA and fp32 elsewhere)."""
+    device = pick_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtype = getattr(args, "dtype", None) or ("bf16" if device.type == "cuda" else "fp32")
+    return device, DTYPES[dtype]
 
 
 def synchronize(device: torch.device) -> None:

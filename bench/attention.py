@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 import qkv
-from _common import DTYPES, Timing, compare, environment, format_table, pick_device
+from _common import Timing, add_device_options, compare, environment, format_table, setup_device
 from qkv.nn.masks import padding_mask
 
 
@@ -122,9 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is steadier on a shared machine)")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="default: bf16 on CUDA, fp32 elsewhere")
+    add_device_options(parser, dtype_help="default: bf16 on CUDA, fp32 elsewhere")
     parser.add_argument("--seq-lens", type=int, nargs="+", help="default 512…8192 (CUDA), 128…512 (CPU)")
     parser.add_argument("--head-dims", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--tokens", type=int, help="B·T held fixed (default: 16384 on CUDA, 2048 on CPU)")
@@ -139,11 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iters", type=int, help="timed iterations (default: 30 on CUDA, 10 on CPU)")
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, dtype = setup_device(args)
     gpu = device.type == "cuda"
-    dtype = DTYPES[args.dtype or ("bf16" if gpu else "fp32")]
     args.seq_lens = args.seq_lens or ([512, 1024, 2048, 4096, 8192] if gpu else [128, 256, 512])
     args.tokens = args.tokens or (16384 if gpu else 2048)
     args.width = args.width or (2048 if gpu else 256)

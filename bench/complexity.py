@@ -52,6 +52,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from _common import synchronize
 from qkv.nn import MultiHeadAttention
 
 KINDS = ("attention", "attention-fused", "lstm")
@@ -71,11 +72,6 @@ def make_layer(kind: str, d: int, heads: int, device: str, dtype: torch.dtype = 
     mha = MultiHeadAttention(d, heads).to(device, dtype)
     need_weights = kind == "attention"
     return mha, lambda x: mha(x, x, x, need_weights=need_weights)[0]  # (B, n, d)
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def saved_bytes(layer: nn.Module, run, x: Tensor) -> int:
@@ -150,12 +146,13 @@ class PeakMemory:
 def timed(fn, device: str, repeats: int, min_seconds: float = 0.2) -> float:
     """Fastest of at least ``repeats`` runs (more, up to 50, until ``min_seconds`` have passed): on a shared
     machine the minimum is the least disturbed estimate of the work itself."""
+    dev = torch.device(device)
     times: list[float] = []
     while len(times) < repeats or (sum(times) < min_seconds and len(times) < 50):
-        sync(device)
+        synchronize(dev)
         t0 = time.perf_counter()
         fn()
-        sync(device)
+        synchronize(dev)
         times.append(time.perf_counter() - t0)
     return min(times)
 
@@ -356,7 +353,7 @@ def plot(results: dict, path: Path) -> None:
 
     def series(points, kind, x, y, scale=1.0):
         pts = [p for p in points if p["kind"] == kind and "error" not in p and p.get(y, 1) > 0]
-        return [p[x] for p in pts], [p[y] * scale / (p[x] if y == "per_token" else 1) for p in pts]
+        return [p[x] for p in pts], [p[y] * scale for p in pts]
 
     panels = [
         (axes[0, 0], "t_fwd_bwd", "time of forward + backward (s)", "n"),

@@ -27,9 +27,9 @@ import argparse
 
 import torch
 
-from _common import benchmark, pick_device
+from _common import add_device_options, benchmark, setup_device
 from qkv import Transformer, TransformerConfig
-from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search
+from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths
 from qkv.decode.search import strip_specials
 
 
@@ -46,9 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--beam", type=int, default=5, help="beam size (default 5)")
     parser.add_argument("--alpha", type=float, default=0.6, help="length penalty α (default 0.6)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
     parser.add_argument("--n", type=int, default=3, help="timed repetitions of each measurement (default 3)")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    add_device_options(parser)
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
     parser.add_argument("--cache-only", action="store_true", help="skip the (slow) runs without the KV cache")
     parser.add_argument(
@@ -157,7 +156,7 @@ def hf_generate(
         suppress_tokens=[PAD, BOS],  # as qkv.decode: PAD and BOS are never outputs
         num_return_sequences=1,
     )  # (B, 1 + T): decoder_start (BOS), the tokens, EOS, then PAD
-    return strip_specials(out[:, 1:].tolist())
+    return strip_specials(out.tolist())
 
 
 def random_setup(args, device: torch.device):
@@ -202,9 +201,7 @@ def checkpoint_setup(args, device: torch.device):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    device, _ = setup_device(args)
     model, batches, what, bleu = (checkpoint_setup if args.checkpoint else random_setup)(args, device)
     config = model.config
     n_sentences = sum(len(src) for src in batches)
@@ -237,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 "Hugging Face comparison skipped: `transformers` is not installed (pip install transformers)"
             )
         else:
-            hf = to_marian(model.cpu()).to(device)
-            model.to(device)
+            hf = to_marian(model).to(device)
             src = batches[-1][:2]
             with torch.no_grad():
                 tgt = torch.randint(4, config.tgt_vocab_size, (2, 7)).to(device)
@@ -257,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     )
 
-    limits = [min(int(n) + args.max_len_b, config.max_len) for src in batches for n in (src != PAD).sum(1)]
+    limits = [int(n) for src in batches for n in max_output_lengths(model, src, args.max_len_b)]
     results = {}
     print(f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/run':>8}" + ("  BLEU" if bleu else ""))
     for name, fn in runs.items():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import math
 import sys
 import time
@@ -42,21 +43,21 @@ from torch import Tensor, nn
 
 import qkv
 from _common import (
-    DTYPES,
     PeakMemory,
+    add_device_options,
     autocast,
     benchmark,
     environment,
     format_table,
     human,
     matmul_flops,
-    pick_device,
+    setup_device,
     sync_debug,
     synchronize,
 )
+from qkv.decode import BOS, EOS, PAD
 from qkv.nn.positional import sinusoidal_table
 
-PAD, BOS = 0, 1
 IMPLEMENTATIONS = ("qkv", "torch", "marian")
 
 
@@ -109,7 +110,7 @@ class MarianModel(nn.Module):
             decoder_attention_heads=c.n_heads, encoder_ffn_dim=c.d_ff, decoder_ffn_dim=c.d_ff,
             activation_function=c.activation, dropout=c.dropout, attention_dropout=c.attention_dropout,
             activation_dropout=c.activation_dropout, max_position_embeddings=c.max_len, scale_embedding=True,
-            pad_token_id=PAD, bos_token_id=BOS, eos_token_id=2, decoder_start_token_id=BOS,
+            pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS,
             share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
         )
         self.model = MarianMTModel._from_config(config, attn_implementation="sdpa")
@@ -212,10 +213,10 @@ def run(
     )
     forward = torch.compile(model, mode=args.compile_mode) if compiled else model
     losses: list[Tensor] = []
-    batch_iter = iter(range(1 << 62))
+    batch_cycle = itertools.cycle(batches)
 
     def step() -> None:
-        src, tgt_in, tgt_out = batches[next(batch_iter) % len(batches)]
+        src, tgt_in, tgt_out = next(batch_cycle)
         with autocast(device, dtype):
             loss = forward(src, tgt_in, tgt_out)
         loss.backward()
@@ -267,14 +268,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (1 is steadier on a shared machine)")
+    add_device_options(parser, dtype_help="autocast dtype (bf16 CUDA, fp32 CPU)")
     parser.add_argument("--preset", help="qkv preset (default: base on CUDA, tiny on CPU)")
     parser.add_argument("--batch", type=int, help="sentence pairs per step (default: 256 on CUDA, 16 on CPU)")
     parser.add_argument("--src-len", type=int, default=32)
     parser.add_argument("--tgt-len", type=int, default=32)
     parser.add_argument("--vocab", type=int, default=10_000, help="shared vocabulary size")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), help="autocast dtype (bf16 CUDA, fp32 CPU)")
     parser.add_argument("--dropout", type=float, help="override the preset's dropout")
     parser.add_argument("--steps", type=int, help="timed steps (default: 50 on CUDA, 10 on CPU)")
     parser.add_argument("--warmup", type=int, help="untimed steps, compilation included (default 10 / 3)")
@@ -288,11 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(default: 50 on CUDA, 10 on CPU; 0 to skip)")
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, dtype = setup_device(args)
     gpu = device.type == "cuda"
-    dtype = DTYPES[args.dtype or ("bf16" if gpu else "fp32")]
     args.preset = args.preset or ("base" if gpu else "tiny")
     args.batch = args.batch or (256 if gpu else 16)
     args.steps = args.steps or (50 if gpu else 10)
