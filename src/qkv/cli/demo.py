@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nexample translations (beam {args.beam}):")
     for src, hyp, ref, ok in list(zip(test.src, hyps, test.tgt, correct))[:8]:
         print(f"  {'✓' if ok else '✗'} {src:<52} -> {hyp:<12}" + ("" if ok else f" (reference {ref})"))
-    for sentence in EXAMPLES:
-        print(f"  · {sentence:<52} -> {translator.translate([sentence], beam_size=args.beam)[0]}")
+    for sentence, hyp in zip(EXAMPLES, translator.translate(EXAMPLES, beam_size=args.beam)):
+        print(f"  · {sentence:<52} -> {hyp}")
     print(f"\ntest accuracy (exact match, {len(test.tgt)} unseen sentences): {accuracy:.1%}")
 
     view = translator.attention(EXAMPLES[0])

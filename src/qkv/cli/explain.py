@@ -42,8 +42,7 @@ def run(args) -> int:
     if args.model is None:
         model, src, tokens = word_level_demo(args.sentence, seed=args.seed)
         print(
-            f"model: seeded (seed {args.seed}) untrained Transformer, word-level vocabulary of this sentence;"
-            " "
+            f"model: seeded (seed {args.seed}) untrained Transformer, word-level vocabulary of this sentence; "
             "give --model CHECKPOINT for a trained one"
         )
     else:

@@ -16,9 +16,6 @@ from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.train.checkpoint import load_checkpoint
 from qkv.train.classify import ClassifyTrainConfig, accuracy, save_classifier_checkpoint, train_classifier
-from qkv.viz.export import export_attention
-from qkv.viz.maps import collect_kinds, patch_labels
-from qkv.viz.rollout import attention_rollout, cls_patch_map, save_overlay
 
 # per data set: preset, epochs, lr, batch size, max shift of the augmentation
 DEFAULTS = {
@@ -80,6 +77,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_attention(args) -> int:
+    from qkv.viz.export import export_attention  # matplotlib: imported only when drawing
+    from qkv.viz.maps import collect_kinds, patch_labels
+    from qkv.viz.rollout import attention_rollout, cls_patch_map, save_overlay
+
     loaded = load_checkpoint(args.model)
     model = loaded.model
     if not isinstance(model, ViT):

@@ -91,9 +91,7 @@ class HeadWalkthrough:
 
 def _head_slice(linear: nn.Linear, head: int, d_head: int) -> tuple[Tensor, Tensor | None]:
     rows = slice(head * d_head, (head + 1) * d_head)
-    weight = linear.weight[
-        rows
-    ].T  # nn.Linear computes x Wᵀ: the paper's (D, Dh) matrix is this slice, transposed
+    weight = linear.weight[rows].T  # nn.Linear computes x Wᵀ: the paper's (D, Dh) matrix is this slice, transposed
     bias = linear.bias[rows] if linear.bias is not None else None
     return weight, bias
 
@@ -126,7 +124,7 @@ def _attend_by_hand(x: Tensor, mha, head: int, mask: Tensor):
     )
 
 
-def _layers_and_embedding(model: nn.Module):
+def _encoder_layers(model: nn.Module):
     encoder = getattr(model, "encoder", None)
     layers = getattr(encoder, "layers", None)
     if layers is None or not all(isinstance(layer, EncoderLayer) for layer in layers):
@@ -160,7 +158,7 @@ def explain_head(
         src = src[None]
     if src.dim() != 2 or src.shape[0] != 1:
         raise ValueError(f"explain_head takes one sentence, token ids (1, S), got {tuple(src.shape)}")
-    layers = _layers_and_embedding(model)
+    layers = _encoder_layers(model)
     if not 0 <= layer < len(layers):
         raise ValueError(
             f"layer {layer} out of range: the encoder has {len(layers)} layers (0 … {len(layers) - 1})"
@@ -207,10 +205,9 @@ def explain_head(
 
     block = layers[layer].attn_block
     attn_input = block.norm(x) if block.pre else x  # pre-LN reads LayerNorm(X) (option, not the paper)
-    steps = _attend_by_hand(attn_input, mha, head, mask)
-    heads = torch.cat(
-        [_attend_by_hand(attn_input, mha, h, mask)["head_output"] for h in range(mha.n_heads)], -1
-    )
+    per_head = [_attend_by_hand(attn_input, mha, h, mask) for h in range(mha.n_heads)]
+    steps = per_head[head]
+    heads = torch.cat([p["head_output"] for p in per_head], -1)  # (S, D)
     w_o, b_o = mha.out_proj.weight.T, mha.out_proj.bias  # (D, D): Concat @ W_O
     output = heads @ w_o + (b_o if b_o is not None else 0)  # (S, D)
     layer_output = _rest_of_layer(layers[layer], x, output)

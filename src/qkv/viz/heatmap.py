@@ -54,7 +54,7 @@ def layer_figure(kind: AttentionKind, layer: int) -> Figure:
     rows = math.ceil(n_heads / cols)
     cell = max(2.6, min(6.0, 0.22 * max(t_q, t_k) + 1.2))
     fig = Figure(figsize=(cols * cell + 1.2, rows * cell + 0.8), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
     vmax = float(max(weights.max(), 1e-6))
     image = None
     for h, ax in enumerate(axes):

@@ -68,15 +68,13 @@ def save_overlay(image: Tensor, heat: Tensor, path: str | Path, title: str | Non
         heat: ``(g, g)`` map over the patch grid (e.g. :func:`cls_patch_map`).
         path: the PNG file to write.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # a bare Figure, as in qkv.viz.heatmap: no pyplot, no backend switch
 
     image = image.detach().float().cpu().reshape(image.shape[-2], image.shape[-1])
     heat = heat.detach().float().cpu()
     up = torch.nn.functional.interpolate(heat[None, None], size=image.shape, mode="nearest")[0, 0]  # (S, S)
-    fig, axes = plt.subplots(1, 2, figsize=(6, 3.2))
+    fig = Figure(figsize=(6, 3.2))
+    axes = fig.subplots(1, 2)
     axes[0].imshow(image.numpy(), cmap="gray")
     axes[0].set_title("input")
     axes[1].imshow(image.numpy(), cmap="gray")
@@ -89,5 +87,4 @@ def save_overlay(image: Tensor, heat: Tensor, path: str | Path, title: str | Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
     return path

@@ -108,16 +108,16 @@ class AttentionApp:
         sentence = payload.get("sentence")
         if not isinstance(sentence, str):
             raise RequestError(400, '"sentence" must be a string')
-        sentence = " ".join(sentence.split())
+        words = sentence.split()
+        sentence = " ".join(words)
         if not sentence:
             raise RequestError(400, "the sentence is empty: type something to translate")
         if len(sentence) > self.limits.max_chars:
             raise RequestError(
                 400, f"the sentence has {len(sentence)} characters; the limit is {self.limits.max_chars}"
             )
-        n_words = len(sentence.split())
-        if n_words > self.limits.max_words:
-            raise RequestError(400, f"the sentence has {n_words} words; the limit is {self.limits.max_words}")
+        if len(words) > self.limits.max_words:
+            raise RequestError(400, f"the sentence has {len(words)} words; the limit is {self.limits.max_words}")
         beam = payload.get("beam_size", 1)
         if isinstance(beam, bool) or not isinstance(beam, int) or not 1 <= beam <= self.limits.max_beam:
             raise RequestError(
