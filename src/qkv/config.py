@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -34,13 +35,40 @@ class ConfigMixin:
         return config_from_dict(type(self), {**self.to_dict(), **changes})
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # True is an int to Python, not to us
 
 
-def _check(condition: bool, message: str) -> None:
+def is_number(value: Any) -> bool:
+    """An int or float, not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition``."""
     if not condition:
         raise ConfigError(message)
+
+
+def check_positive_ints(config: Any, names: Iterable[str]) -> None:
+    """Raise :class:`ConfigError` unless every field ``names`` of ``config`` is a positive int (not a bool)."""
+    for name in names:
+        value = getattr(config, name)
+        check(is_int(value) and value > 0, f"{name} must be a positive int, got {value!r}")
+
+
+def check_fractions(config: Any, names: Iterable[str]) -> None:
+    """Raise :class:`ConfigError` unless every field ``names`` of ``config`` (dropouts) is a number in [0, 1)."""
+    for name in names:
+        value = getattr(config, name)
+        check(is_number(value) and 0.0 <= value < 1.0, f"{name} must be a number in [0, 1), got {value!r}")
+
+
+def config_preset(cls: type, presets: Mapping[str, dict[str, Any]], name: str, overrides: dict[str, Any], what: str):
+    """``cls`` built from the preset ``presets[name]`` updated with ``overrides`` (unknown keys refused)."""
+    if name not in presets:
+        raise ConfigError(f"unknown {what} preset {name!r}; presets: {sorted(presets)}")
+    return config_from_dict(cls, {**presets[name], **overrides}, where=f"preset {name!r}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -95,45 +123,40 @@ class TransformerConfig(ConfigMixin):
     eps: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len"):
-            value = getattr(self, name)
-            _check(_is_int(value) and value > 0, f"{name} must be a positive int, got {value!r}")
-        _check(
+        check_positive_ints(
+            self, ("src_vocab_size", "tgt_vocab_size", "d_model", "n_heads", "d_ff", "n_layers", "max_len")
+        )
+        check(
             self.d_model % self.n_heads == 0,
             f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})",
         )
-        _check(
-            self.n_decoder_layers is None or (_is_int(self.n_decoder_layers) and self.n_decoder_layers > 0),
+        check(
+            self.n_decoder_layers is None or (is_int(self.n_decoder_layers) and self.n_decoder_layers > 0),
             f"n_decoder_layers must be a positive int or None, got {self.n_decoder_layers!r}",
         )
-        for name in ("dropout", "attention_dropout", "activation_dropout"):
-            value = getattr(self, name)
-            _check(
-                isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value < 1.0,
-                f"{name} must be a number in [0, 1), got {value!r}",
-            )
-        _check(self.activation in ("relu", "gelu"), f"activation must be relu|gelu, got {self.activation!r}")
-        _check(self.norm in ("post", "pre"), f"norm must be post|pre, got {self.norm!r}")
-        _check(
+        check_fractions(self, ("dropout", "attention_dropout", "activation_dropout"))
+        check(self.activation in ("relu", "gelu"), f"activation must be relu|gelu, got {self.activation!r}")
+        check(self.norm in ("post", "pre"), f"norm must be post|pre, got {self.norm!r}")
+        check(
             self.positional in ("sinusoidal", "learned"),
             f"positional must be sinusoidal|learned, got {self.positional!r}",
         )
-        _check(
+        check(
             self.tie_embeddings in ("none", "decoder", "all"),
             f"tie_embeddings must be none|decoder|all, got {self.tie_embeddings!r}",
         )
-        _check(
+        check(
             self.tie_embeddings != "all" or self.src_vocab_size == self.tgt_vocab_size,
             "tie_embeddings='all' needs a shared vocabulary (src_vocab_size == tgt_vocab_size), got "
             f"{self.src_vocab_size} and {self.tgt_vocab_size}",
         )
-        _check(
-            _is_int(self.pad_id) and 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size),
+        check(
+            is_int(self.pad_id) and 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size),
             f"pad_id must be an int inside the vocabulary [0, {min(self.src_vocab_size, self.tgt_vocab_size)}), "
             f"got {self.pad_id!r}",
         )
-        _check(
-            isinstance(self.eps, int | float) and not isinstance(self.eps, bool) and self.eps > 0,
+        check(
+            is_number(self.eps) and self.eps > 0,
             f"eps must be a positive number, got {self.eps!r}",
         )
 
@@ -148,6 +171,4 @@ class TransformerConfig(ConfigMixin):
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> Self:
         """A named preset (``base``, ``big``, ``small``, ``tiny``) with overrides, e.g. vocabulary sizes."""
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; presets: {sorted(PRESETS)}")
-        return config_from_dict(cls, {**PRESETS[name], **overrides}, where=f"preset {name!r}")
+        return config_preset(cls, PRESETS, name, overrides, "Transformer")

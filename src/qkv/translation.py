@@ -12,11 +12,12 @@ from typing import Any
 
 from torch import nn
 
-from qkv.config import ConfigError, TransformerConfig
+from qkv.config import ConfigError, TransformerConfig, config_preset
 from qkv.data.multi30k import read_splits
 from qkv.data.text import ParallelText
 from qkv.data.tokenizer import TokenizerPair
 from qkv.models.registry import SEQ2SEQ_ARCHS, build_model
+from qkv.models.rnn import RNNConfig, build_rnn
 
 Pairs = list[tuple[list[int], list[int]]]
 
@@ -85,11 +86,8 @@ def build_translation_model(
         config = TransformerConfig.preset(preset, **sizes, **{"tie_embeddings": tie, **overrides})
         return build_model(arch, config.to_dict())
     if arch in SEQ2SEQ_ARCHS:
-        if preset not in RNN_PRESETS:
-            raise ConfigError(f"unknown RNN preset {preset!r}; presets: {sorted(RNN_PRESETS)}")
-        return build_model(arch, {**RNN_PRESETS[preset], **sizes, **overrides})
+        return build_rnn(config_preset(RNNConfig, RNN_PRESETS, preset, {**sizes, **overrides, "arch": arch}, "RNN"))
     raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(SEQ2SEQ_ARCHS)}")
-
 
 
 def write_averaged_checkpoint(out_dir: str | Path, k: int = 5) -> Path | None:

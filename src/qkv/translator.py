@@ -99,8 +99,12 @@ class Translator:
 
     def _translate_chunk(self, sentences: list[str], beam_size: int, alpha: float, batch_size: int) -> list[str]:
         hyps = decode_corpus(
-            self.model, self.encode_sources(sentences),
-            beam_size=beam_size, alpha=alpha, max_len_b=self.max_len_b, batch_size=batch_size,
+            self.model,
+            self.encode_sources(sentences),
+            beam_size=beam_size,
+            alpha=alpha,
+            max_len_b=self.max_len_b,
+            batch_size=batch_size,
         )
         return [self.tgt_tokenizer.decode(ids) for ids in hyps]
 

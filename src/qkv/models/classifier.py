@@ -27,8 +27,8 @@ from typing import Any, Self
 import torch
 from torch import Tensor, nn
 
-from qkv.config import ConfigError, ConfigMixin
-from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config, config_preset
+from qkv.config import ConfigError, ConfigMixin, config_preset
+from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config
 from qkv.nn.embedding import TokenEmbedding
 from qkv.nn.masks import padding_mask
 from qkv.nn.positional import PositionalEncoding

@@ -10,7 +10,7 @@ Legend: B batch, T input positions (tokens or patches), N = T (+1 with [CLS]), D
     logits = Classify(h)                           (B, C)      e.g. a Linear map of h[:, 0] ([CLS])
 
 Here: :class:`EncoderClassifier` (the shared ``encode`` / ``forward(return_attention=)``), :func:`prepend_cls`,
-the config helpers :func:`check_encoder_config` and :func:`config_preset`, and :func:`build_encoder`.
+the config check :func:`check_encoder_config` (presets: :func:`qkv.config.config_preset`) and :func:`build_encoder`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from qkv.config import ConfigError
+from qkv.config import ConfigError, check_fractions, check_positive_ints
 from qkv.models.transformer import Encoder, layer_kwargs
 
 DROPOUTS = ("dropout", "attention_dropout", "activation_dropout")
@@ -35,26 +35,14 @@ def check_encoder_config(config: Any, positive: Iterable[str], choices: Mapping[
     Checks that the ``positive`` fields are positive ints, ``d_model % n_heads == 0``, the dropouts
     (:data:`DROPOUTS`) lie in [0, 1), and ``activation``/``norm`` (plus the extra ``choices``) are allowed values.
     """
-    for name in positive:
-        value = getattr(config, name)
-        if not (isinstance(value, int) and value > 0):
-            raise ConfigError(f"{name} must be a positive int, got {value!r}")
+    check_positive_ints(config, positive)
     if config.d_model % config.n_heads:
         raise ConfigError(f"d_model ({config.d_model}) must be divisible by n_heads ({config.n_heads})")
-    for name in DROPOUTS:
-        if not 0.0 <= getattr(config, name) < 1.0:
-            raise ConfigError(f"{name} must be in [0, 1), got {getattr(config, name)}")
+    check_fractions(config, DROPOUTS)
     for name, allowed in {**ENCODER_CHOICES, **dict(choices)}.items():
         allowed = tuple(allowed)
         if getattr(config, name) not in allowed:
             raise ConfigError(f"{name} must be one of {allowed}, got {getattr(config, name)!r}")
-
-
-def config_preset(cls: type, presets: Mapping[str, dict[str, Any]], name: str, overrides: dict[str, Any], what: str):
-    """``cls`` built from the preset ``presets[name]`` updated with ``overrides`` (unknown keys refused)."""
-    if name not in presets:
-        raise ConfigError(f"unknown {what} preset {name!r}; presets: {sorted(presets)}")
-    return cls.from_dict({**presets[name], **overrides}, where=f"preset {name!r}")
 
 
 def build_encoder(config: Any) -> Encoder:

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from qkv.config import ConfigError, ConfigMixin
+from qkv.config import ConfigError, ConfigMixin, check, check_fractions, check_positive_ints, is_int
 from qkv.models.transformer import AttentionMaps
 from qkv.nn.embedding import check_token_ids
 from qkv.nn.masks import padding_mask
@@ -95,23 +95,11 @@ class RNNConfig(ConfigMixin):
     init: str = "paper"
 
     def __post_init__(self) -> None:
-        def check(condition: bool, message: str) -> None:
-            if not condition:
-                raise ConfigError(message)
-
         check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
-        for name in ("src_vocab_size", "tgt_vocab_size", "d_embed", "d_hidden", "n_layers"):
-            value = getattr(self, name)
-            check(
-                isinstance(value, int) and not isinstance(value, bool) and value > 0,
-                f"{name} must be a positive int, got {value!r}",
-            )
+        check_positive_ints(self, ("src_vocab_size", "tgt_vocab_size", "d_embed", "d_hidden", "n_layers"))
+        check_fractions(self, ("dropout",))
         check(
-            isinstance(self.dropout, int | float) and 0.0 <= self.dropout < 1.0,
-            f"dropout must be in [0, 1), got {self.dropout!r}",
-        )
-        check(
-            isinstance(self.pad_id, int) and 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size),
+            is_int(self.pad_id) and 0 <= self.pad_id < min(self.src_vocab_size, self.tgt_vocab_size),
             f"pad_id {self.pad_id!r} is outside the vocabulary",
         )
         check(

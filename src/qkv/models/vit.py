@@ -26,8 +26,8 @@ from typing import Any, Self
 import torch
 from torch import Tensor, nn
 
-from qkv.config import ConfigError, ConfigMixin
-from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config, config_preset
+from qkv.config import ConfigError, ConfigMixin, config_preset
+from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 8×8 scikit-learn digits: trains in seconds (tests)
