@@ -50,11 +50,12 @@ class Batch:
         return self.src.shape[0]
 
 
-def _pad(rows: list[list[int]], pad_id: int) -> Tensor:
-    width = max(len(r) for r in rows)
-    out = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+def collate_tokens(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> Tensor:
+    """Right-pad token id lists into a ``(B, T_max)`` int64 tensor (at least one column)."""
+    width = max(1, max((len(s) for s in seqs), default=1))
+    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
     return out
 
 
@@ -78,7 +79,7 @@ def collate(
     tgt_in = [[bos_id, *t] for _, t in pairs]
     tgt_out = [[*t, eos_id] for _, t in pairs]
     n_tokens = sum(len(t) for t in tgt_out)
-    return Batch(_pad(src, pad_id), _pad(tgt_in, pad_id), _pad(tgt_out, pad_id), n_tokens)
+    return Batch(collate_tokens(src, pad_id), collate_tokens(tgt_in, pad_id), collate_tokens(tgt_out, pad_id), n_tokens)
 
 
 class TokenBudgetSampler:

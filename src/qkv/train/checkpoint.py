@@ -24,7 +24,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,17 +178,17 @@ def save_checkpoint(
     return write_folder_atomically(folder, write)
 
 
+def _storage_key(tensor: Tensor) -> tuple:
+    """Identifies the memory a tensor views: tied tensors (one storage under several names) share a key."""
+    return (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+
+
 def _dedupe(tensors: dict[str, Tensor]) -> dict[str, Tensor]:
     """Keep one name per shared storage (tied weights) and make every tensor contiguous, on the CPU."""
     seen: set[tuple] = set()
     out = {}
     for name, tensor in tensors.items():
-        key = (
-            tensor.device,
-            tensor.untyped_storage().data_ptr(),
-            tensor.storage_offset(),
-            tuple(tensor.shape),
-        )
+        key = _storage_key(tensor)
         if key in seen:
             continue
         seen.add(key)
@@ -247,13 +247,7 @@ def check_state_matches(model: nn.Module, shapes: dict[str, tuple[int, ...]], so
     state = model.state_dict()
     groups: dict[tuple, list[str]] = {}
     for name, tensor in state.items():
-        key = (
-            tensor.device,
-            tensor.untyped_storage().data_ptr(),
-            tensor.storage_offset(),
-            tuple(tensor.shape),
-        )
-        groups.setdefault(key, []).append(name)
+        groups.setdefault(_storage_key(tensor), []).append(name)
     problems = []
     for names in groups.values():
         if not any(n in shapes for n in names):
@@ -273,15 +267,19 @@ def load_weights(model: nn.Module, path: str | Path, device: str | torch.device 
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS
-    check_state_matches(model, _file_shapes(path), str(path))
-    tensors = load_file(str(path), device=str(device) if device is not None else "cpu")
-    load_state_dict(model, tensors, source=str(path))
+    check_state_matches(model, _file_shapes(path), str(path))  # from the file's header, before reading the data
+    _copy_into(model, load_file(str(path), device=str(device) if device is not None else "cpu"))
     return model
 
 
 def load_state_dict(model: nn.Module, tensors: dict[str, Tensor], source: str = "state dict") -> None:
     """Copy ``tensors`` (names as :func:`save_checkpoint` writes them: tied tensors once) into ``model``."""
     check_state_matches(model, {k: tuple(v.shape) for k, v in tensors.items()}, source)
+    _copy_into(model, tensors)
+
+
+def _copy_into(model: nn.Module, tensors: dict[str, Tensor]) -> None:
+    """Copy checked ``tensors`` (see :func:`check_state_matches`) into ``model``'s own tensors."""
     with torch.no_grad():
         state = model.state_dict()
         for name, tensor in tensors.items():
@@ -296,7 +294,10 @@ class Checkpoint:
     model: nn.Module
     config: dict[str, Any]
     trainer_state: dict[str, Any] | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict(self.config.get("metrics") or {})
 
     @property
     def step(self) -> int:
@@ -350,7 +351,7 @@ def load_checkpoint(
     load_weights(model, folder / WEIGHTS, device)
     model.eval()
     state = load_trainer_state(folder) if trainer_state else None
-    return Checkpoint(folder, model, config, state, dict(config.get("metrics") or {}))
+    return Checkpoint(folder, model, config, state)
 
 
 def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Tensor]:

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from qkv.config import ConfigError, ConfigMixin
 from qkv.data.tokenizer import SubwordTokenizer
+from qkv.train.batching import collate_tokens
 from qkv.train.checkpoint import save_checkpoint
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -64,15 +65,6 @@ class ClassifyTrainConfig(ConfigMixin):
             raise ConfigError(f"bad lr/warmup/label_smoothing: {self.lr}, {self.warmup}, {self.label_smoothing}")
         if not 0 <= self.word_dropout < 1:
             raise ConfigError(f"word_dropout must be in [0, 1), got {self.word_dropout}")
-
-
-def collate_tokens(seqs: Sequence[Sequence[int]], pad_id: int = 0) -> Tensor:
-    """Right-pad token id lists into a ``(B, T_max)`` int64 tensor (at least one column)."""
-    width = max(1, max((len(s) for s in seqs), default=1))
-    out = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0) -> list[list[int]]:

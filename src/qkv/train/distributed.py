@@ -89,34 +89,28 @@ def wrap_ddp(model: nn.Module, env: DistEnv, device: torch.device) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP (or ``torch.compile``) wrapper."""
-    while True:
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            inner = getattr(model, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
+def _multi_process() -> bool:
+    """Whether a process group of more than one rank is active (else the helpers below are no-ops)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def all_reduce_sum(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over all ranks, in place (no-op without a process group); returns it."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _multi_process():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def all_reduce_max(tensor: Tensor) -> Tensor:
     """Maximum of ``tensor`` over all ranks, in place (no-op without a process group); returns it."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _multi_process():
         dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor
 
 
 def all_gather_object(obj):
     """``[obj of rank 0, obj of rank 1, …]`` on every rank (``[obj]`` without a process group)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _multi_process():
         out = [None] * dist.get_world_size()
         dist.all_gather_object(out, obj)
         return out
@@ -125,7 +119,7 @@ def all_gather_object(obj):
 
 def broadcast_object(obj, src: int = 0):
     """Rank ``src``'s ``obj`` on every rank (``obj`` itself without a process group)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _multi_process():
         box = [obj]
         dist.broadcast_object_list(box, src=src)
         return box[0]
@@ -133,5 +127,5 @@ def broadcast_object(obj, src: int = 0):
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+    if _multi_process():
         dist.barrier()

@@ -205,13 +205,13 @@ def pretrain_mlm(
                 pad_id=c.pad_id,
                 generator=generator,
             )
-            chosen = int((targets != IGNORE).sum())
+            chosen_mask = targets != IGNORE  # (B, T)
+            chosen = int(chosen_mask.sum())
             if chosen == 0:
                 continue
-            targets = targets.to(device)
-            chosen_mask = targets != IGNORE  # (B, T)
+            chosen_mask = chosen_mask.to(device)
             logits = mlm(inputs.to(device), chosen_mask)  # (M, V): only the chosen positions
-            targets = targets[chosen_mask]  # (M,)
+            targets = targets.to(device)[chosen_mask]  # (M,)
             loss = F.cross_entropy(logits.float(), targets)  # = mlm_loss on the full (B, T, V) logits
             optimizer_step(loss, mlm, optimizer, scheduler, config.grad_clip)
             step += 1

@@ -436,8 +436,7 @@ class _Trainer:
             self.last_good = resume_dir
 
         if config.activation_checkpointing:
-            wrapped = _sharding().apply_activation_checkpointing(self.model)
-            self.model = wrapped if isinstance(wrapped, nn.Module) else self.model
+            _sharding().apply_activation_checkpointing(self.model)  # in place
         # the sharded model (FSDP2: self.model itself, sharded in place; FSDP1: a wrapper), None without FSDP
         self.fsdp_model: nn.Module | None = None
         if config.fsdp:
@@ -546,9 +545,9 @@ class _Trainer:
         scale = self.env.world_size / total  # DDP and FSDP average gradients over ranks: undo the 1/world_size
         loss_total = torch.zeros((), device=self.device)
         nll_total = torch.zeros((), device=self.device)
+        no_sync = getattr(self.wrapped, "no_sync", None)  # DDP: reduce the gradients only after the last one
         for j, batch in enumerate(batches):
             last = j == len(batches) - 1
-            no_sync = getattr(self.wrapped, "no_sync", None)
             sync = no_sync() if (no_sync is not None and not last) else nullcontext()
             with sync:
                 with _autocast(self.device, self.config.bf16):
@@ -691,10 +690,10 @@ class _Trainer:
         if c.max_epochs is not None and self.sampler.epoch >= c.max_epochs:
             return "max_epochs"
         if c.max_time_minutes is not None:
-            late = torch.tensor(
-                float(time.monotonic() - start >= c.max_time_minutes * 60), device=self.device
-            )
-            if all_reduce_max(late).item() > 0:  # every rank stops at the same step
+            late = time.monotonic() - start >= c.max_time_minutes * 60
+            if self.env.distributed:  # every rank stops at the same step (no device sync for one process)
+                late = all_reduce_max(torch.tensor(float(late), device=self.device)).item() > 0
+            if late:
                 return "max_time"
         return None
 
