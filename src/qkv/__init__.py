@@ -1,7 +1,7 @@
 """qkv: the Transformer of "Attention Is All You Need", faithful, readable, trainable and inspectable."""
 
-from qkv.config import ConfigError, TransformerConfig
-from qkv.models.transformer import AttentionMaps, Decoder, DecoderCache, Encoder, Transformer
+from qkv.config import ConfigError
+from qkv.models.transformer import AttentionMaps, Decoder, DecoderCache, Encoder, Transformer, TransformerConfig
 from qkv.nn import (
     DecoderLayer,
     EncoderLayer,

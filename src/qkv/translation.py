@@ -12,12 +12,13 @@ from typing import Any
 
 from torch import nn
 
-from qkv.config import ConfigError, TransformerConfig, config_preset
+from qkv.config import ConfigError
 from qkv.data.multi30k import read_splits
 from qkv.data.text import ParallelText
 from qkv.data.tokenizer import TokenizerPair
 from qkv.models.registry import SEQ2SEQ_ARCHS, build_model
 from qkv.models.rnn import RNNConfig, build_rnn
+from qkv.models.transformer import TransformerConfig
 
 Pairs = list[tuple[list[int], list[int]]]
 
@@ -62,15 +63,6 @@ def prepare_data(
     )
 
 
-# PyTorch's default initialisation (flagged): the papers' U(±0.08) / N(0, 0.01²) barely moves under Adam in
-# the few thousand steps of a Multi30k run.
-RNN_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(d_embed=64, d_hidden=128, n_layers=1, dropout=0.0, init="pytorch"),
-    "small": dict(d_embed=256, d_hidden=512, n_layers=2, dropout=0.3, init="pytorch"),
-    "base": dict(d_embed=512, d_hidden=1024, n_layers=2, dropout=0.3, init="pytorch"),
-}
-
-
 def build_translation_model(
     arch: str, preset: str, tokenizers: TokenizerPair, overrides: dict[str, Any] | None = None
 ) -> nn.Module:
@@ -86,7 +78,7 @@ def build_translation_model(
         config = TransformerConfig.preset(preset, **sizes, **{"tie_embeddings": tie, **overrides})
         return build_model(arch, config.to_dict())
     if arch in SEQ2SEQ_ARCHS:
-        return build_rnn(config_preset(RNNConfig, RNN_PRESETS, preset, {**sizes, **overrides, "arch": arch}, "RNN"))
+        return build_rnn(RNNConfig.preset(preset, arch, **sizes, **overrides))
     raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(SEQ2SEQ_ARCHS)}")
 
 

@@ -20,8 +20,7 @@ ARCHS = (*SEQ2SEQ_ARCHS, "classifier", "vit")
 def build_model(arch: str, config: dict[str, Any]) -> nn.Module:
     """Build a model from its architecture name and config dict (as stored in a checkpoint)."""
     if arch == "transformer":
-        from qkv.config import TransformerConfig
-        from qkv.models.transformer import Transformer
+        from qkv.models.transformer import Transformer, TransformerConfig
 
         return Transformer(TransformerConfig.from_dict(config))
     if arch in ("rnn", "rnn-attention"):

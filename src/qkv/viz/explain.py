@@ -362,8 +362,7 @@ def word_level_demo(sentence: str, seed: int = 0, d_model: int = 16, n_heads: in
         ``(model, src (1, S), tokens)``: the words (lower-cased) plus ``</s>``, ids from 4 up (0–3 are
         PAD/BOS/EOS/UNK). Small sizes so every table prints whole.
     """
-    from qkv.config import TransformerConfig
-    from qkv.models.transformer import Transformer
+    from qkv.models.transformer import Transformer, TransformerConfig
 
     words = sentence.lower().split()
     if not words:

@@ -221,10 +221,9 @@ def demo_translator(seed: int = 0, n_pairs: int = 500, max_len_b: int = 10):
     """
     import torch
 
-    from qkv.config import TransformerConfig
     from qkv.data.synthetic import date_pairs
     from qkv.data.tokenizer import TokenizerPair
-    from qkv.models.transformer import Transformer
+    from qkv.models.transformer import Transformer, TransformerConfig
     from qkv.translator import Translator
 
     pairs = date_pairs(n_pairs, seed=seed)
