@@ -29,8 +29,7 @@ import torch
 
 from _common import add_device_options, benchmark, setup_device
 from qkv import Transformer, TransformerConfig
-from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths
-from qkv.decode.search import strip_specials
+from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths, strip_specials
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -173,11 +172,11 @@ def random_setup(args, device: torch.device):
 
 def checkpoint_setup(args, device: torch.device):
     """The trained model of ``--checkpoint``, real sentences sorted by length into batches, and a scorer."""
+    from qkv.data.batching import collate
     from qkv.data.multi30k import find_splits
     from qkv.data.text import read_parallel
     from qkv.scoring import score
-    from qkv.train.batching import collate
-    from qkv.translator import Translator
+    from qkv.tasks.translation import Translator
 
     translator = Translator.load(args.checkpoint, device=device)
     src_path, tgt_path = find_splits(args.data, args.src, args.tgt)[args.split]

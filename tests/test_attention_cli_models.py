@@ -7,11 +7,10 @@ import pytest
 import torch
 
 from qkv.cli import main
-from qkv.data.tokenizer import SubwordTokenizer
+from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import ClassifierConfig, TextClassifier
 from qkv.models.vit import ViT, ViTConfig
 from qkv.train.checkpoint import save_checkpoint
-from qkv.train.classify import TokenizerFile
 from qkv.viz.maps import load_matrices
 
 

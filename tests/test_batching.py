@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qkv.train.batching import BOS, EOS, PAD, TokenBudgetSampler, collate
+from qkv.data.batching import BOS, EOS, PAD, TokenBudgetSampler, collate
 
 
 def multi30k_like_lengths(n: int, seed: int = 0) -> tuple[list[int], list[int]]:

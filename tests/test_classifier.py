@@ -7,20 +7,14 @@ import torch
 
 from qkv.cli import main
 from qkv.config import ConfigError
+from qkv.data.batching import collate_tokens
 from qkv.data.sst2 import SST2FormatError, read_sst2
-from qkv.data.tokenizer import SubwordTokenizer
+from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models import registry
 from qkv.models.classifier import ClassifierConfig, TextClassifier
+from qkv.tasks.text_classification import accuracy, predict_logits, train_text_classifier, word_dropout
 from qkv.train.checkpoint import load_checkpoint, read_config, save_checkpoint
-from qkv.train.classify import (
-    ClassifyTrainConfig,
-    TokenizerFile,
-    accuracy,
-    collate_tokens,
-    predict_logits,
-    train_classifier,
-    word_dropout,
-)
+from qkv.train.fit import ClassifyTrainConfig
 
 
 def tiny(pooling="cls", **kw):
@@ -77,7 +71,7 @@ def contains_five(n: int = 400) -> tuple[list[list[int]], list[int]]:
 def test_tiny_classifier_learns_separable_task():
     seqs, labels = contains_five()
     model = TextClassifier(ClassifierConfig.preset("tiny", vocab_size=40))
-    history = train_classifier(
+    history = train_text_classifier(
         model,
         seqs[:300],
         labels[:300],

@@ -6,16 +6,16 @@ import pytest
 import torch
 
 from qkv.models.classifier import ClassifierConfig, TextClassifier
-from qkv.train.checkpoint import save_checkpoint
-from qkv.train.mlm import (
+from qkv.models.mlm import MaskedLanguageModel
+from qkv.tasks.text_classification.mlm import (
     IGNORE,
-    MaskedLanguageModel,
     MLMConfig,
     load_pretrained_encoder,
     mask_tokens,
     mlm_loss,
     pretrain_mlm,
 )
+from qkv.train.checkpoint import save_checkpoint
 
 V, MASK = 60, 59
 

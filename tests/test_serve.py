@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from qkv.models.transformer import AttentionMaps
-from qkv.translator import AttentionView
+from qkv.tasks.translation.translator import AttentionView
 from qkv.viz.serve import AttentionApp, Limits, demo_translator, make_server
 
 

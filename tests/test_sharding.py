@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
-from contextlib import nullcontext
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
@@ -16,10 +14,9 @@ import torch.nn.functional as F
 
 import qkv
 from qkv.nn.layers import DecoderLayer, EncoderLayer
-from qkv.train import TrainConfig, load_checkpoint, train
+from qkv.train import TrainConfig, evaluate, load_checkpoint, train
 from qkv.train.checkpoint import copy_checkpoint, load_trainer_state
 from qkv.train.sharding import apply_activation_checkpointing, wrap_fsdp
-from qkv.train.trainer import evaluate
 from test_ddp import config as ddp_config
 from test_ddp import free_port, gloo_group, pairs
 from test_ddp import model as ddp_model
@@ -147,10 +144,6 @@ def test_wrap_fsdp_needs_a_process_group():
 
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["fsdp", "fsdp+checkpointing"])
 def test_fsdp2_one_process_matches_plain_model(process_group, checkpointing):
-    from qkv.train.sharding import _fully_shard
-
-    if _fully_shard() is None:
-        pytest.skip(f"FSDP2 fully_shard is not public in torch {torch.__version__} (needs 2.6+)")
     plain = tiny_model()
     sharded = copy.deepcopy(plain)
     if checkpointing:
@@ -166,19 +159,9 @@ def test_fsdp2_one_process_matches_plain_model(process_group, checkpointing):
         torch.testing.assert_close(sharded.encode(src), plain.encode(src))
 
 
-@pytest.mark.filterwarnings("ignore:FSDP is switching to use `NO_SHARD`")
-def test_fsdp1_fallback_one_process_matches_plain_model(process_group):
-    plain = tiny_model()
-    sharded = wrap_fsdp(copy.deepcopy(plain), prefer_fsdp2=False)
-    assert isinstance(sharded, torch.distributed.fsdp.FullyShardedDataParallel)
-    wrapped = [m for m in sharded.modules() if isinstance(m, torch.distributed.fsdp.FullyShardedDataParallel)]
-    assert len(wrapped) == 5  # one unit per encoder/decoder layer, plus the root
-    assert_same(loss_and_grads(plain), loss_and_grads(sharded))
-
-
 # -- FSDP with 2 processes through the trainer ------------------------------------------------------------
-#: FSDP2 (``fully_shard``, torch >= 2.6) and the FSDP1 wrapper the trainer falls back to on older torch.
-VERSIONS = ("fsdp2", "fsdp1")
+#: FSDP2 (``fully_shard``, torch >= 2.6), the one FSDP the trainer uses.
+VERSIONS = ("fsdp2",)
 
 
 def fsdp_config(max_steps: int, fsdp: bool) -> TrainConfig:
@@ -202,12 +185,10 @@ def fsdp_runs_of_one_rank(out: Path) -> dict:
 
 
 def fsdp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    """Rank ``rank`` of 2: the runs of :func:`fsdp_runs_of_one_rank` with FSDP2, then with the FSDP1 fallback."""
+    """Rank ``rank`` of 2: the runs of :func:`fsdp_runs_of_one_rank` with FSDP2."""
     with gloo_group(rank, world_size, port):
         for version in VERSIONS:
-            fsdp1 = mock.patch("qkv.train.sharding._fully_shard", return_value=None)  # as on torch < 2.6
-            with fsdp1 if version == "fsdp1" else nullcontext():
-                report = fsdp_runs_of_one_rank(Path(out_dir) / version)
+            report = fsdp_runs_of_one_rank(Path(out_dir) / version)
             (Path(out_dir) / version / f"rank{rank}.json").write_text(json.dumps(report))
 
 
@@ -235,17 +216,8 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(folder).model.state_dict()
 
 
-def needs(version: str) -> None:
-    """Skip the FSDP2 runs where the trainer fell back to FSDP1 for them too."""
-    from qkv.train.sharding import _fully_shard
-
-    if version == "fsdp2" and _fully_shard() is None:
-        pytest.skip(f"FSDP2 fully_shard is not public in torch {torch.__version__} (needs 2.6+)")
-
-
 @pytest.mark.parametrize("version", VERSIONS)
 def test_fsdp_two_processes_match_one_process_on_the_global_batch(fsdp_runs, version):
-    needs(version)
     out, single, single_tokens = fsdp_runs
     ranks = [json.loads((out / version / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["steps"] for r in ranks] == [[6, 6], [6, 6]]
@@ -275,7 +247,6 @@ def test_fsdp_two_processes_match_one_process_on_the_global_batch(fsdp_runs, ver
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_fsdp_resume_matches_an_uninterrupted_run(fsdp_runs, version):
-    needs(version)
     out = fsdp_runs[0] / version
     assert json.loads((out / "split" / "last" / "config.json").read_text())["step"] == 6
     whole, resumed = weights(out / "whole" / "last"), weights(out / "split" / "last")

@@ -10,12 +10,12 @@ import torch
 
 from qkv import Transformer, TransformerConfig
 from qkv.config import ConfigError
+from qkv.data.batching import TokenBudgetSampler
+from qkv.tasks.translation import greedy_bleu
 from qkv.train import (
-    TokenBudgetSampler,
     TrainConfig,
     TrainingDiverged,
     evaluate,
-    greedy_bleu,
     load_checkpoint,
     periodic_checkpoints,
     train,

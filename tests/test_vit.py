@@ -13,8 +13,9 @@ from qkv.config import ConfigError
 from qkv.data.mnist import IdxError, load_mnist_t10k, random_shift, read_idx
 from qkv.models import registry
 from qkv.models.vit import PatchEmbedding, ViT, ViTConfig
+from qkv.tasks.image_classification import train_image_classifier
 from qkv.train.checkpoint import load_checkpoint, save_checkpoint
-from qkv.train.classify import ClassifyTrainConfig, train_classifier
+from qkv.train.fit import ClassifyTrainConfig
 from qkv.viz.rollout import attention_rollout, cls_patch_map
 
 
@@ -62,7 +63,7 @@ def test_vit_learns_8x8_digits():
 
     d = load_digits_8x8()
     model = ViT(ViTConfig.preset("digits", n_layers=1))
-    history = train_classifier(
+    history = train_image_classifier(
         model,
         d.train_x,
         d.train_y.tolist(),

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from qkv.config import ConfigError
-from qkv.train.trainer import TrainConfig
+from qkv.train.config import TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:

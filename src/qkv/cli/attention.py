@@ -46,7 +46,7 @@ def load_translator(model: str | None, device: str = "cpu"):
     path = Path(model)
     if not path.is_dir():
         raise CliError(f"checkpoint folder not found: {path}")
-    from qkv.translator import Translator
+    from qkv.tasks.translation import Translator
 
     translator = Translator.load(path, device=device)
     n = sum(p.numel() for p in translator.model.parameters())
@@ -103,9 +103,9 @@ def run_classifier(args, formats: list[str]) -> int:
     """Encoder self-attention of a text classifier ([CLS] + subwords on both axes) and its prediction."""
     import torch
 
-    from qkv.cli.classify import encode
+    from qkv.data.tokenizer import TokenizerFile
+    from qkv.tasks.text_classification import encode
     from qkv.train.checkpoint import load_checkpoint
-    from qkv.train.classify import TokenizerFile
     from qkv.viz.export import export_attention
     from qkv.viz.maps import collect_kinds
 

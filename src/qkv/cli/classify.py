@@ -15,20 +15,20 @@ import torch
 from qkv.cli import CliError
 from qkv.cli._common import add_set_option, parse_overrides
 from qkv.data.sst2 import find_sst2, read_sst2
-from qkv.data.tokenizer import SubwordTokenizer
+from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
+from qkv.tasks.text_classification import (
+    SST2_LABELS,
+    MLMConfig,
+    encode,
+    load_pretrained_encoder,
+    predict_logits,
+    pretrain_mlm,
+    train_text_classifier,
+)
 from qkv.train.checkpoint import load_checkpoint, read_config
-from qkv.train.classify import ClassifyTrainConfig, TokenizerFile, predict_logits
-from qkv.train.classify import save_classifier_checkpoint as save
-from qkv.train.classify import train_classifier as fit
-from qkv.train.mlm import MLMConfig, load_pretrained_encoder, pretrain_mlm
-
-SST2_LABELS = ["negative", "positive"]
-
-
-def encode(tokenizer: SubwordTokenizer, sentences: list[str], max_len: int) -> list[list[int]]:
-    """Token ids per sentence, truncated to ``max_len`` (an empty encoding becomes ``[UNK]``)."""
-    return [ids[:max_len] or [SubwordTokenizer.UNK] for ids in tokenizer.encode_batch(sentences)]
+from qkv.train.fit import ClassifyTrainConfig
+from qkv.train.fit import save_classifier_checkpoint as save
 
 
 def _new_model(args, tokenizer: SubwordTokenizer) -> TextClassifier:
@@ -116,7 +116,7 @@ def cmd_train(args) -> int:
             f"dev acc {100 * r['dev_acc']:.3f} %"
         )
 
-    history = fit(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report)
+    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report)
     seconds = time.perf_counter() - start
     init = str(args.init) if args.init else None
     metrics = {"dev_acc": history[-1]["dev_acc"]}

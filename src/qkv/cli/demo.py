@@ -47,9 +47,8 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qkv.data.synthetic import write_demo_corpus
-    from qkv.train.trainer import TrainConfig, greedy_bleu, train
-    from qkv.translation import build_translation_model, prepare_data
-    from qkv.translator import Translator
+    from qkv.tasks.translation import Translator, build_translation_model, greedy_bleu, prepare_data
+    from qkv.train import TrainConfig, train
     from qkv.viz.export import export_attention
     from qkv.viz.maps import transformer_kinds
 

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         if sources is None:
             raise ValueError("--model needs source sentences: use --data with --src/--tgt")
-        from qkv.translator import Translator
+        from qkv.tasks.translation import Translator
 
         translator = Translator.load(args.model, device=resolve_device(args.device))
         hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha)

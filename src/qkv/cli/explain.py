@@ -50,7 +50,7 @@ def run(args) -> int:
 
         translator, description, _ = load_translator(args.model)
         model = translator.model
-        from qkv.train.batching import collate
+        from qkv.data.batching import collate
 
         src = collate([(translator.encode_sources([args.sentence])[0], [])]).src  # (1, S), </s> appended
         tokens = [*translator.src_tokenizer.tokens(args.sentence), "</s>"]

@@ -70,13 +70,9 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qkv.data.tokenizer import TokenizerPair
-    from qkv.train.checkpoint import build_model, read_config
-    from qkv.train.trainer import greedy_bleu, train
-    from qkv.translation import (
-        build_translation_model,
-        prepare_data,
-        write_averaged_checkpoint,
-    )
+    from qkv.tasks.translation import build_translation_model, greedy_bleu, prepare_data, write_averaged_checkpoint
+    from qkv.train import train
+    from qkv.train.checkpoint import model_from_config, read_config
 
     setup_logging()
     if args.arch != "transformer" and args.lr_schedule == "noam":
@@ -99,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         max_words=args.max_words, skip_invalid=args.skip_invalid, tokenizers=tokenizers,
     )
     if args.resume:
-        model = build_model(read_config(last), where=str(last / "config.json"))
+        model = model_from_config(read_config(last), where=str(last / "config.json"))
     else:
         model = build_translation_model(args.arch, args.preset, data.tokenizers, parse_overrides(args.overrides))
     if is_main:
@@ -136,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 def evaluate_checkpoints(paths, test, beam: int, device) -> dict[str, dict]:
     """Translate the test set with each checkpoint and score it (printed and returned)."""
     from qkv.scoring import score
-    from qkv.translator import Translator
+    from qkv.tasks.translation import Translator
 
     out = {}
     for path in paths:

@@ -36,7 +36,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qkv.data.text import read_lines
-    from qkv.translator import Translator
+    from qkv.tasks.translation import Translator
 
     translator = Translator.load(args.model, device=resolve_device(args.device))
     if args.sentences and args.file:

@@ -14,8 +14,9 @@ import torch
 from qkv.cli import CliError
 from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
+from qkv.tasks.image_classification import accuracy, train_image_classifier
 from qkv.train.checkpoint import load_checkpoint
-from qkv.train.classify import ClassifyTrainConfig, accuracy, save_classifier_checkpoint, train_classifier
+from qkv.train.fit import ClassifyTrainConfig, save_classifier_checkpoint
 
 # per data set: preset, epochs, lr, batch size, max shift of the augmentation
 DEFAULTS = {
@@ -58,7 +59,7 @@ def cmd_train(args) -> int:
             f"test acc {r['dev_acc']:.4f}  ({time.perf_counter() - start:.0f}s)"
         )
 
-    history = train_classifier(
+    history = train_image_classifier(
         model,
         splits.train_x,
         splits.train_y.tolist(),

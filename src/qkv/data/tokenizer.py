@@ -26,14 +26,15 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from qkv.data.special import BOS, EOS, PAD, UNK  # the special ids of the whole library
 from qkv.data.text import DataError
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3
-PAD, BOS, EOS, UNK = 0, 1, 2, 3  # their ids: the special token ids of the whole library
 MODELS = ("bpe", "unigram", "word")
 _MODEL_NAMES = {"BPE": "bpe", "Unigram": "unigram", "WordLevel": "word"}  # HF model class -> our name
 _META = "▁"  # U+2581, SentencePiece's visible space
@@ -99,8 +100,6 @@ class SubwordTokenizer:
         texts: Iterable[str],
         vocab_size: int,
         model: str = "bpe",
-        *,
-        min_frequency: int = 0,
     ) -> SubwordTokenizer:
         """Learn a vocabulary from ``texts`` (the training side only: never look at val/test).
 
@@ -110,7 +109,6 @@ class SubwordTokenizer:
                 seen, so a tiny ``vocab_size`` can be exceeded; ``"word"`` stops at the words seen.
             model: ``"bpe"`` (paper, WMT En-De), ``"unigram"`` (SentencePiece's unigram LM, close to the
                 word-pieces of En-Fr) or ``"word"`` (whole words; a deviation for toy tasks).
-            min_frequency: ignore merges / words seen fewer times (0 keeps all).
 
         Returns:
             The trained tokenizer. Training on Multi30k's 29,000 sentences takes about a second.
@@ -128,13 +126,13 @@ class SubwordTokenizer:
         common = dict(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
         if model == "bpe":
             hf = Tokenizer(models.BPE(unk_token="<unk>"))
-            trainer = trainers.BpeTrainer(min_frequency=min_frequency, **common)
+            trainer = trainers.BpeTrainer(**common)
         elif model == "unigram":
             hf = Tokenizer(models.Unigram())
             trainer = trainers.UnigramTrainer(unk_token="<unk>", **common)
         else:
             hf = Tokenizer(models.WordLevel(unk_token="<unk>"))
-            trainer = trainers.WordLevelTrainer(min_frequency=min_frequency, **common)
+            trainer = trainers.WordLevelTrainer(**common)
         hf.normalizer = normalizers.NFKC()
         hf.pre_tokenizer = _pre_tokenizer(model)
         hf.decoder = decoders.Metaspace(replacement=_META, prepend_scheme="always")
@@ -302,7 +300,7 @@ class TokenizerPair:
     def encode_pairs(
         self, src_texts: Sequence[str], tgt_texts: Sequence[str]
     ) -> list[tuple[list[int], list[int]]]:
-        """Token ids of sentence pairs, ready for ``qkv.train.batching.collate``."""
+        """Token ids of sentence pairs, ready for ``qkv.data.batching.collate``."""
         if len(src_texts) != len(tgt_texts):
             raise ValueError(f"need as many targets as sources, got {len(src_texts)} and {len(tgt_texts)}")
         return list(zip(self.src.encode_batch(src_texts), self.tgt.encode_batch(tgt_texts)))
@@ -351,3 +349,25 @@ class TokenizerPair:
         if self.shared:
             return f"TokenizerPair(shared={self.src!r})"
         return f"TokenizerPair(src={self.src!r}, tgt={self.tgt!r})"
+
+
+# -- a single tokenizer in a checkpoint folder (classifiers) ----------------------------------------------
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class TokenizerFile:
+    """A classifier's :class:`~qkv.data.tokenizer.SubwordTokenizer` as checkpoint files.
+
+    Pass it as ``tokenizers=`` to :func:`qkv.train.checkpoint.save_checkpoint`: ``save(folder)`` writes
+    ``folder/tokenizer.json``; :meth:`load` reads it back.
+    """
+
+    tokenizer: SubwordTokenizer
+
+    def save(self, folder: str | Path) -> Path:
+        return self.tokenizer.save(Path(folder) / TOKENIZER_FILE)
+
+    @staticmethod
+    def load(folder: str | Path) -> SubwordTokenizer:
+        return SubwordTokenizer.load(Path(folder) / TOKENIZER_FILE)

@@ -1,13 +1,27 @@
-"""Decoding: greedy search and beam search with the GNMT length penalty (§6.1).
+"""Decoding, one strategy per file (as OpenNMT splits them): greedy search, beam search with the GNMT length
+penalty (§6.1), and corpus decoding; ``common`` holds what every search shares.
 
-Both take any encoder-decoder with the core interface (``encode``, ``src_mask``, ``new_cache``, ``decode``)
-and a batch of source ids ``(B, S)``, and return token ids per sentence without BOS/EOS/PAD:
+Both searches take any encoder-decoder with the core interface (``encode``, ``src_mask``, ``new_cache``,
+``decode``) and a batch of source ids ``(B, S)``, and return token ids per sentence without BOS/EOS/PAD:
 
     >>> greedy_search(model, src)                          # doctest: +SKIP
     >>> beam_search(model, src, beam_size=4, alpha=0.6)    # doctest: +SKIP
 """
 
+from qkv.data.special import BOS, EOS, PAD
 from qkv.decode.beam import beam_search, length_penalty
-from qkv.decode.search import BOS, EOS, PAD, decode_corpus, greedy_search, max_output_lengths
+from qkv.decode.common import max_output_lengths, strip_specials
+from qkv.decode.corpus import decode_corpus
+from qkv.decode.greedy import greedy_search
 
-__all__ = ["BOS", "EOS", "PAD", "beam_search", "decode_corpus", "greedy_search", "length_penalty", "max_output_lengths"]
+__all__ = [
+    "BOS",
+    "EOS",
+    "PAD",
+    "beam_search",
+    "decode_corpus",
+    "greedy_search",
+    "length_penalty",
+    "max_output_lengths",
+    "strip_specials",
+]

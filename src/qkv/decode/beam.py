@@ -33,15 +33,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from qkv.decode.search import (
-    EOS,
-    PAD,
-    evaluating,
-    next_token_logits,
-    start_search,
-    strip_specials,
-)
+from qkv.data.special import EOS, PAD
+from qkv.decode.common import next_token_logits, start_search, strip_specials
 from qkv.nn.embedding import check_token_ids
+from qkv.nn.modes import eval_mode
 
 
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
@@ -69,7 +64,7 @@ def beam_search(
 
     Args:
         model: an encoder-decoder with ``encode``, ``src_mask``, ``new_cache`` and ``decode``
-            (see :mod:`qkv.decode.search`).
+            (see :mod:`qkv.decode.common`).
         src: ``(B, S)`` source token ids, right-padded with PAD (0), usually ending in EOS.
         beam_size: K, the number of live hypotheses per sentence (the paper uses 4 for translation, 21 for
             parsing). ``beam_size=1`` gives exactly :func:`~qkv.decode.greedy_search`'s output.
@@ -95,7 +90,7 @@ def beam_search(
     if batch == 0:
         return []
     device = src.device
-    with evaluating(model):
+    with eval_mode(model):
         start = start_search(model, src, max_len_b)
         best, active, limits, max_steps = start.out, start.active, start.limits, start.steps  # best: the results
         if max_steps == 0:

@@ -82,7 +82,7 @@ class ClassifierConfig(ConfigMixin):
             (mean of the final states of the non-padding tokens; no [CLS]).
         max_len: most tokens per sentence (not counting [CLS]); longer inputs are an error.
         pad_id: padding id (masked out of attention and of mean pooling).
-        mask_id: the [MASK] id used by MLM pre-training (``qkv.train.mlm``), or ``None``.
+        mask_id: the [MASK] id used by MLM pre-training (:mod:`qkv.tasks.text_classification.mlm`), or ``None``.
         eps: LayerNorm epsilon.
     """
 

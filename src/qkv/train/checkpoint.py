@@ -61,7 +61,7 @@ def model_config_dict(model: nn.Module) -> dict[str, Any] | None:
     return config.to_dict() if hasattr(config, "to_dict") else None
 
 
-def build_model(config: dict[str, Any], *, where: str = CONFIG) -> nn.Module:
+def model_from_config(config: dict[str, Any], *, where: str = CONFIG) -> nn.Module:
     """Rebuild an untrained model from the contents of a ``config.json`` (``arch`` + ``model``)."""
     arch = config.get("arch", "transformer")
     if not isinstance(config.get("model"), dict):
@@ -212,6 +212,26 @@ def copy_checkpoint(source: str | Path, folder: str | Path, *, with_trainer_stat
     return write_folder_atomically(folder, write)
 
 
+# -- periodic checkpoints: naming and pruning (fairseq's checkpoint_utils) ----------------------------------
+PERIODIC = "checkpoints"
+
+
+def periodic_checkpoints(out_dir: str | Path) -> list[Path]:
+    """The periodic checkpoints under ``out_dir/checkpoints``, oldest first (average the last k, §6.1)."""
+    folder = Path(out_dir) / PERIODIC
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step_"))
+
+
+def save_periodic(last: str | Path, out_dir: str | Path, step: int, keep: int) -> Path:
+    """Copy the checkpoint ``last`` to ``out_dir/checkpoints/step_N`` and delete all but the ``keep`` newest."""
+    saved = copy_checkpoint(last, Path(out_dir) / PERIODIC / f"step_{step:08d}")
+    for old in periodic_checkpoints(out_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return saved
+
+
 # -- loading -----------------------------------------------------------------------------------------------
 def read_config(folder: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a checkpoint folder (clear errors for a missing or invalid file)."""
@@ -331,7 +351,7 @@ def load_checkpoint(
     Args:
         path: the checkpoint folder.
         model: a model to load the weights into; ``None`` rebuilds it from ``config.json`` (``arch`` +
-            ``model``, see :func:`register_architecture`).
+            ``model``, see :mod:`qkv.models.registry`).
         device: where the weights go.
         trainer_state: also read ``trainer_state.pt`` (to resume training).
 
@@ -346,7 +366,7 @@ def load_checkpoint(
         raise FileNotFoundError(f"checkpoint folder not found: {folder}")
     config = read_config(folder)
     if model is None:
-        model = build_model(config, where=str(folder / CONFIG))
+        model = model_from_config(config, where=str(folder / CONFIG))
     model.to(device)
     load_weights(model, folder / WEIGHTS, device)
     model.eval()

@@ -86,15 +86,6 @@ def apply_activation_checkpointing(
     return model
 
 
-def _fully_shard():
-    """FSDP2's ``fully_shard`` (public in ``torch.distributed.fsdp`` from torch 2.6), or None."""
-    try:
-        from torch.distributed.fsdp import fully_shard
-    except ImportError:
-        return None
-    return fully_shard
-
-
 def _sharding_units(model: nn.Module, layer_types: tuple[type[nn.Module], ...]) -> list[nn.Module]:
     """The layers to shard one by one, in order: a checkpoint wrapper rather than the layer inside it."""
     units: list[nn.Module] = []
@@ -117,15 +108,13 @@ def wrap_fsdp(
     reshard_after_forward: bool = True,
     mesh=None,
     layer_types: tuple[type[nn.Module], ...] = LAYER_TYPES,
-    prefer_fsdp2: bool = True,
 ) -> nn.Module:
     """Shard ``model`` across the data-parallel ranks: one FSDP unit per encoder/decoder layer, then the root.
 
     Uses FSDP2 (``torch.distributed.fsdp.fully_shard``, torch ≥ 2.6): each layer, then the whole model
     (embeddings, tied generator, final norms), is sharded in place; the parameters become ``DTensor`` shards
-    and ``model.encode`` / ``model.decode`` stay usable (registered as FSDP forward methods). On older torch
-    (or ``prefer_fsdp2=False``) it falls back to ``FullyShardedDataParallel`` with a transformer auto-wrap
-    policy over the same layers, which returns a wrapper whose only entry point is ``forward``.
+    and ``model.encode`` / ``model.decode`` stay usable (registered as FSDP forward methods). Older torch has
+    only the FSDP1 wrapper, whose one entry point is ``forward`` (no decoding): it is refused with a message.
 
     The process group must be initialised (``torch.distributed.init_process_group``, e.g. by ``torchrun``)
     and, on GPUs, the model already on this rank's device. Build the optimizer *after* this call.
@@ -139,10 +128,9 @@ def wrap_fsdp(
             or keep them until the backward (ZeRO-2 style, one all-gather fewer per layer).
         mesh: FSDP2 ``DeviceMesh``; default: all ranks of the default group on the parameters' device type.
         layer_types: the classes that become one FSDP unit each.
-        prefer_fsdp2: use FSDP2 when available (default); ``False`` forces the FSDP1 wrapper.
 
     Returns:
-        The sharded model: ``model`` itself (FSDP2) or a ``FullyShardedDataParallel`` wrapper (FSDP1).
+        ``model`` itself, sharded in place.
 
     Example:
         >>> torch.distributed.init_process_group("nccl")  # under torchrun
@@ -160,47 +148,32 @@ def wrap_fsdp(
     if not units:
         names = ", ".join(t.__name__ for t in layer_types)
         raise ValueError(f"{type(model).__name__} contains no {names} to shard")
-    fully_shard = _fully_shard() if prefer_fsdp2 else None
+    try:
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+    except ImportError as err:
+        raise RuntimeError(
+            f"fsdp needs FSDP2 (torch.distributed.fsdp.fully_shard, torch >= 2.6), not torch {torch.__version__}"
+        ) from err
+    from torch.distributed.device_mesh import init_device_mesh
 
-    if fully_shard is not None:
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import MixedPrecisionPolicy, register_fsdp_forward_method
-
-        if mesh is None:
-            device_type = next(model.parameters()).device.type
-            if device_type == "meta":  # not materialised yet: FSDP2 will create the shards on the mesh device
-                device_type = "cuda" if torch.cuda.is_available() else "cpu"
-            mesh = init_device_mesh(device_type, (dist.get_world_size(),))
-        policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype or param_dtype)
-        for unit in units:
-            fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
-        fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
-        for method in ("encode", "decode"):  # entry points besides forward (decoding, attention maps)
-            if callable(getattr(model, method, None)):
-                register_fsdp_forward_method(model, method)
-        return model
-
-    from torch.distributed.fsdp import FullyShardedDataParallel, MixedPrecision, ShardingStrategy
-    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
-
-    mixed = None
-    if param_dtype is not None:
-        mixed = MixedPrecision(param_dtype=param_dtype, reduce_dtype=reduce_dtype or param_dtype)
-    strategy = ShardingStrategy.FULL_SHARD if reshard_after_forward else ShardingStrategy.SHARD_GRAD_OP
-    policy = functools.partial(transformer_auto_wrap_policy, transformer_layer_cls=set(layer_types))
-    return FullyShardedDataParallel(
-        model,
-        auto_wrap_policy=policy,
-        sharding_strategy=strategy,
-        mixed_precision=mixed,
-        device_id=next(model.parameters()).device,  # cpu (gloo) or this rank's GPU
-        use_orig_params=True,
-    )
+    if mesh is None:
+        device_type = next(model.parameters()).device.type
+        if device_type == "meta":  # not materialised yet: FSDP2 will create the shards on the mesh device
+            device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype or param_dtype)
+    for unit in units:
+        fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    for method in ("encode", "decode"):  # entry points besides forward (decoding, attention maps)
+        if callable(getattr(model, method, None)):
+            register_fsdp_forward_method(model, method)
+    return model
 
 
 # -- full (unsharded) checkpoints of a sharded model -------------------------------------------------------
 #: Names that wrappers insert into parameter names; torch.distributed.checkpoint's canonical names drop them.
-_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.", "_orig_mod.")
+_WRAPPER_PREFIXES = ("_checkpoint_wrapped_module.", "_orig_mod.")
 
 
 def _state_dict_api():
@@ -248,15 +221,6 @@ def _named(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
     return {"state": {names[i]: value for i, value in state["state"].items()}, "param_groups": groups}
 
 
-def _fsdp1_on_cpu(model: nn.Module) -> bool:
-    """An FSDP1 wrapper on CPU: its CPU offload breaks there (torch 2.13: ``FlatParamHandle.to_cpu`` "moves"
-    the gathered parameters to the CPU they are already on, then frees them while the state dict still reads
-    them: a segfault). They are on the CPU already, so the state dict is simply taken without offloading."""
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
-    return isinstance(model, FullyShardedDataParallel) and next(model.parameters()).device.type == "cpu"
-
-
 def gather_full_state(
     model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -265,16 +229,16 @@ def gather_full_state(
     Collective: every rank must call it (the shards are all-gathered piece by piece, and each full tensor goes
     to rank 0's CPU memory, so no device ever holds the whole model). Uses
     ``torch.distributed.checkpoint.state_dict.get_state_dict(model, optimizer,
-    options=StateDictOptions(full_state_dict=True, cpu_offload=True))`` (no offload for FSDP1 on CPU).
+    options=StateDictOptions(full_state_dict=True, cpu_offload=True))``.
 
     Returns:
         ``(weights, optimizer_state)`` on rank 0: the model's ``state_dict()`` with full tensors (names of the
         plain model), and the optimizer state in the layout of ``optimizer.state_dict()`` on the plain model
         (parameters numbered in the optimizer's order), so that the checkpoint is that of a run without FSDP.
-        Other ranks get two empty dicts (the full state too, for the FSDP1 fallback on CPU).
+        Other ranks get two empty dicts.
     """
     api = _state_dict_api()
-    options = api.StateDictOptions(full_state_dict=True, cpu_offload=not _fsdp1_on_cpu(model))
+    options = api.StateDictOptions(full_state_dict=True, cpu_offload=True)
     if not optimizer.state:  # no step yet: get_state_dict would take an lr=0 step to create the Adam moments
         weights = api.get_model_state_dict(model, options=options)
         return weights, (optimizer.state_dict() if weights else {})
@@ -303,13 +267,5 @@ def load_full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer
         )
     if not state["state"]:  # saved before the first step: nothing to load (set_* would create moments)
         return
-    from torch.distributed.fsdp import FullyShardedDataParallel
-
     named = _named(state, names)
-    if isinstance(model, FullyShardedDataParallel):
-        # FSDP1's own loader (full state on every rank, its default): torch.distributed.checkpoint names the
-        # parameters of checkpoint-wrapped layers inside an FSDP1 unit "…layers.0._fsdp_wrapped_module.…" when
-        # loading (torch 2.13), so it would not find them under their canonical names
-        optimizer.load_state_dict(FullyShardedDataParallel.optim_state_dict_to_load(model, optimizer, named))
-        return
     api.set_optimizer_state_dict(model, optimizer, named, options=api.StateDictOptions(full_state_dict=True))

@@ -20,13 +20,12 @@ import torch
 from torch import Tensor
 
 
-def attention_rollout(maps: list[Tensor], *, add_residual: bool = True, head_fusion: str = "mean") -> Tensor:
+def attention_rollout(maps: list[Tensor], *, add_residual: bool = True) -> Tensor:
     """Roll attention out through the layers.
 
     Args:
         maps: L attention maps ``(B, H, N, N)``, first layer first (as ``forward(return_attention=True)``).
         add_residual: add the identity for the residual connection before renormalising (the paper's choice).
-        head_fusion: ``"mean"`` (the paper) or ``"max"`` over heads.
 
     Returns:
         ``(B, N, N)``: row i is how token i at the top mixes the input tokens; every row sums to 1.
@@ -38,14 +37,12 @@ def attention_rollout(maps: list[Tensor], *, add_residual: bool = True, head_fus
     """
     if not maps:
         raise ValueError("attention_rollout needs at least one attention map")
-    if head_fusion not in ("mean", "max"):
-        raise ValueError(f"head_fusion must be 'mean' or 'max', got {head_fusion!r}")
     rollout = None
     for layer, a in enumerate(maps):
         if a.dim() != 4 or a.shape[-1] != a.shape[-2]:
             raise ValueError(f"map of layer {layer} must be (B, H, N, N), got {tuple(a.shape)}")
         a = a.double()
-        fused = a.mean(1) if head_fusion == "mean" else a.amax(1)  # (B, N, N)
+        fused = a.mean(1)  # (B, N, N): the heads averaged (Abnar & Zuidema 2020)
         if add_residual:
             fused = fused + torch.eye(fused.shape[-1], dtype=fused.dtype, device=fused.device)
         fused = fused / fused.sum(-1, keepdim=True)  # rows sum to 1

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 class AttentionSource(Protocol):
-    """What the app needs from a model: :meth:`qkv.translator.Translator.attention`."""
+    """What the app needs from a model: :meth:`qkv.tasks.translation.translator.Translator.attention`."""
 
     def attention(self, source: str, target: str | None = None, beam_size: int = 5): ...
 
@@ -57,7 +57,7 @@ class AttentionApp:
 
     Args:
         translator: anything with ``attention(source, target=None, beam_size=…) -> AttentionView``
-            (a :class:`qkv.translator.Translator`).
+            (a :class:`qkv.tasks.translation.translator.Translator`).
         description: one line about the model, shown in the page.
         untrained: say in the page that the model is an untrained demo (its output is noise).
         limits: request bounds.
@@ -224,7 +224,7 @@ def demo_translator(seed: int = 0, n_pairs: int = 500, max_len_b: int = 10):
     from qkv.data.synthetic import date_pairs
     from qkv.data.tokenizer import TokenizerPair
     from qkv.models.transformer import Transformer, TransformerConfig
-    from qkv.translator import Translator
+    from qkv.tasks.translation import Translator
 
     pairs = date_pairs(n_pairs, seed=seed)
     src_texts, tgt_texts = [s for s, _ in pairs], [t for _, t in pairs]

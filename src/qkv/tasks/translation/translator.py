@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from qkv.data.batching import collate
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
 from qkv.decode import decode_corpus
 from qkv.models.transformer import AttentionMaps
-from qkv.train.batching import collate
+from qkv.train.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Translator:
     """Translate text with a model and its :class:`~qkv.data.tokenizer.TokenizerPair`.
 
     Example:
-        >>> tr = Translator.load("runs/demo/checkpoint_best")          # doctest: +SKIP
+        >>> tr = Translator.load("runs/demo/best")                     # doctest: +SKIP
         >>> tr.translate(["the third of may two thousand eleven"])     # doctest: +SKIP
         ['2011-05-03']
     """
@@ -55,8 +56,6 @@ class Translator:
     @classmethod
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> Translator:
         """Load a checkpoint folder (model + tokenizers) written by :func:`qkv.train.checkpoint.save_checkpoint`."""
-        from qkv.train.checkpoint import load_checkpoint
-
         loaded = load_checkpoint(checkpoint, device=device)
         return cls(loaded.model, TokenizerPair.load(loaded.path), device)
 

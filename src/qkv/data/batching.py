@@ -11,6 +11,7 @@ Legend: B batch (sentences), S source length, T target length.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from qkv.data.tokenizer import BOS, EOS, PAD
+from qkv.data.special import BOS, EOS, PAD
 
 
 @dataclass
@@ -108,7 +109,6 @@ class TokenBudgetSampler:
         shuffle: shuffle examples of equal length and the batch order (``False``: fixed, sorted order).
         seed: base seed; epoch ``e`` uses ``seed + e``.
         rank, world_size: this process's share (DDP).
-        max_sentences: optional cap on sentences per global batch.
 
     Example:
         >>> sampler = TokenBudgetSampler([3, 5, 4, 9], [4, 5, 3, 8], max_tokens=12, shuffle=False)
@@ -126,7 +126,6 @@ class TokenBudgetSampler:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        max_sentences: int | None = None,
     ) -> None:
         if len(src_lengths) != len(tgt_lengths):
             raise ValueError(
@@ -138,8 +137,6 @@ class TokenBudgetSampler:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        if max_sentences is not None and max_sentences <= 0:
-            raise ValueError(f"max_sentences must be positive or None, got {max_sentences}")
         self.src_lengths = [int(n) for n in src_lengths]
         self.tgt_lengths = [int(n) for n in tgt_lengths]
         self.cost = [max(s, t) for s, t in zip(self.src_lengths, self.tgt_lengths)]
@@ -151,7 +148,6 @@ class TokenBudgetSampler:
                     "long sentences"
                 )
         self.max_tokens = max_tokens
-        self.max_sentences = max_sentences
         self.shuffle = shuffle
         self.seed = seed
         self.rank = rank
@@ -176,8 +172,7 @@ class TokenBudgetSampler:
         longest = 0
         for i in order:
             new_longest = max(longest, self.cost[i])
-            full = self.max_sentences is not None and len(current) == self.max_sentences
-            if current and ((len(current) + 1) * new_longest > self.max_tokens or full):
+            if current and ((len(current) + 1) * new_longest > self.max_tokens):
                 batches.append(current)
                 current, new_longest = [], self.cost[i]
             current.append(i)
@@ -242,3 +237,19 @@ class TokenBudgetSampler:
             real += sum(src) + sum(tgt)
             padded += len(batch) * (max(src) + max(tgt))
         return 1.0 - real / padded
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0) -> list[list[int]]:
+    """Index batches of similar lengths: shuffle, sort within chunks of 50 batches, shuffle the batches."""
+    order = list(range(len(lengths)))
+    rng = random.Random(seed)
+    if shuffle:
+        rng.shuffle(order)
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: lengths[i])
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    if shuffle:
+        rng.shuffle(batches)
+    return batches

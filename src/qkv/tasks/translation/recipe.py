@@ -1,11 +1,13 @@
-"""The translation task end to end: read a corpus, learn subwords, build a model, train, decode, score.
+"""The translation recipe: read a corpus, learn subwords, build a model, validate with BLEU, average.
 
 The CLI (`qkv train`, `qkv evaluate`, `qkv demo`) and the benchmarks call these functions; each step is also a
-library call of its own (:mod:`qkv.data`, :mod:`qkv.train`, :mod:`qkv.decode`, :mod:`qkv.scoring`).
+library call of its own (:mod:`qkv.data`, :mod:`qkv.train`, :mod:`qkv.decode`, :mod:`qkv.scoring`). The
+trained model is used through :class:`qkv.tasks.translation.Translator`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,19 @@ from qkv.config import ConfigError
 from qkv.data.multi30k import read_splits
 from qkv.data.text import ParallelText
 from qkv.data.tokenizer import TokenizerPair
+from qkv.decode import decode_corpus
 from qkv.models.registry import SEQ2SEQ_ARCHS, build_model
 from qkv.models.rnn import RNNConfig, build_rnn
 from qkv.models.transformer import TransformerConfig
+from qkv.scoring import score
+from qkv.train.checkpoint import (
+    average_checkpoints,
+    load_state_dict,
+    model_from_config,
+    periodic_checkpoints,
+    read_config,
+    save_checkpoint,
+)
 
 Pairs = list[tuple[list[int], list[int]]]
 
@@ -82,19 +94,43 @@ def build_translation_model(
     raise ConfigError(f"unknown architecture {arch!r}; known: {', '.join(SEQ2SEQ_ARCHS)}")
 
 
+def greedy_bleu(
+    sources: Sequence[Sequence[int]],
+    references: Sequence[str],
+    detokenize: Callable[[list[int]], str],
+    *,
+    max_len_b: int = 50,
+    batch_size: int = 64,
+) -> Callable[[nn.Module], float]:
+    """A ``bleu_fn`` for :func:`train`: greedy-decode ``sources``, score against ``references`` (sacreBLEU).
+
+    Args:
+        sources: source token ids per sentence (without EOS; it is appended as in training).
+        references: reference translations (detokenized text).
+        detokenize: target ids -> text (e.g. ``tokenizers.tgt.decode``).
+        max_len_b: output length limit = source length + ``max_len_b`` (§6.1).
+        batch_size: sentences decoded together.
+    """
+    if len(sources) != len(references):
+        raise ValueError(f"greedy_bleu: {len(sources)} sources but {len(references)} references")
+
+    def bleu(model: nn.Module) -> float:
+        hyps = decode_corpus(model, sources, max_len_b=max_len_b, batch_size=batch_size)
+        return float(score([detokenize(ids) for ids in hyps], list(references)).bleu)
+
+    return bleu
+
+
 def write_averaged_checkpoint(out_dir: str | Path, k: int = 5) -> Path | None:
     """Average the weights of the last ``k`` periodic checkpoints of a run into ``out_dir/averaged`` (§6.1).
 
     Returns the new folder, or ``None`` when the run kept fewer than two periodic checkpoints.
     """
-    from qkv.train.checkpoint import average_checkpoints, build_model, load_state_dict, read_config, save_checkpoint
-    from qkv.train.trainer import periodic_checkpoints
-
     paths = periodic_checkpoints(out_dir)[-k:]
     if len(paths) < 2:
         return None
     config = read_config(paths[-1])
-    model = build_model(config, where=str(paths[-1]))
+    model = model_from_config(config, where=str(paths[-1]))
     load_state_dict(model, average_checkpoints(paths), source=f"average of {len(paths)} checkpoints")
     return save_checkpoint(
         Path(out_dir) / "averaged",

@@ -12,7 +12,8 @@ Legend: B batch, T tokens, N = T (+1 with [CLS]), D d_model, V vocabulary.
     loss = CrossEntropy(logits, targets, ignore_index=IGNORE)
 
 The encoder pre-trained this way is saved as a ``"classifier"`` checkpoint (:mod:`qkv.train.checkpoint`; the
-MLM head is not kept) and then fine-tuned for classification (``qkv classify train --init DIR``):
+MLM head, :mod:`qkv.models.mlm`, is not kept) and then fine-tuned for classification
+(``qkv classify train --init DIR``):
 :func:`load_pretrained_encoder` copies every weight except the classifier head.
 """
 
@@ -25,12 +26,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from qkv.config import ConfigError, ConfigMixin
+from qkv.config import ConfigMixin, check, is_number
+from qkv.data.batching import collate_tokens, length_batches
 from qkv.models.classifier import TextClassifier
+from qkv.models.mlm import MaskedLanguageModel
 from qkv.train.checkpoint import load_checkpoint
-from qkv.train.classify import collate_tokens, length_batches, make_optimizer, optimizer_step
+from qkv.train.fit import check_fit_config, fit
 
 IGNORE = -100  # target of a position that is not chosen: ignored by the loss (torch's ignore_index default)
 N_SPECIAL = 4  # PAD, BOS, EOS, UNK = 0..3 are never chosen nor drawn as random tokens
@@ -91,58 +94,6 @@ def mask_tokens(
     return inputs, targets
 
 
-class MLMHead(nn.Module):
-    """BERT's MLM output layer: Linear + GELU + LayerNorm, then a projection to the vocabulary.
-
-    The projection shares its weight with the token embedding (weight tying, §3.4) and has its own bias.
-
-    Shape:
-        ``(B, T, D) -> (B, T, V)``.
-    """
-
-    def __init__(self, embedding_weight: nn.Parameter, eps: float = 1e-5) -> None:
-        super().__init__()
-        vocab_size, d_model = embedding_weight.shape
-        self.transform = nn.Linear(d_model, d_model)
-        self.norm = nn.LayerNorm(d_model, eps=eps)
-        self.weight = embedding_weight  # tied (§3.4): not a new parameter
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
-
-    def forward(self, h: Tensor) -> Tensor:
-        h = self.norm(F.gelu(self.transform(h)))  # (B, T, D)
-        return F.linear(h, self.weight, self.bias)  # (B, T, V)
-
-
-class MaskedLanguageModel(nn.Module):
-    """A :class:`TextClassifier`'s encoder with an :class:`MLMHead`: predicts the tokens at every position.
-
-    The classifier's config must have a ``mask_id``. The head reads the states of the word positions (the
-    [CLS] position, if any, is dropped).
-
-    Shape:
-        inputs ``(B, T)`` -> logits ``(B, T, V)``.
-    """
-
-    def __init__(self, classifier: TextClassifier) -> None:
-        super().__init__()
-        if classifier.config.mask_id is None:
-            raise ConfigError("MLM pre-training needs a ClassifierConfig with mask_id set (an id for [MASK])")
-        self.classifier = classifier
-        self.head = MLMHead(classifier.embed.weight, classifier.config.eps)
-
-    def forward(self, inputs: Tensor, chosen: Tensor | None = None) -> Tensor:
-        """Logits ``(B, T, V)`` at every position, or ``(M, V)`` at the M positions where ``chosen`` is True.
-
-        Projecting only the chosen positions (15%) to the vocabulary saves most of the cost of the head.
-        """
-        h, _, _ = self.classifier.encode(inputs)  # (B, N, D)
-        if self.classifier.cls is not None:
-            h = h[:, 1:]  # (B, T, D): drop [CLS]
-        if chosen is not None:
-            h = h[chosen]  # (M, D)
-        return self.head(h)  # (B, T, V) or (M, V)
-
-
 def mlm_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """Mean cross-entropy over the chosen positions only (``targets != IGNORE``): ``(B, T, V), (B, T) -> ()``.
 
@@ -165,8 +116,9 @@ class MLMConfig(ConfigMixin):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.mask_prob < 1 or self.lr <= 0:
-            raise ConfigError(f"bad MLMConfig: {self}")
+        check_fit_config(self)
+        ok = is_number(self.mask_prob) and 0 < self.mask_prob < 1
+        check(ok, f"mask_prob must be in (0, 1), got {self.mask_prob!r}")
 
 
 def pretrain_mlm(
@@ -187,42 +139,29 @@ def pretrain_mlm(
     device = next(classifier.parameters()).device
     mlm.to(device)
     generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)
     lengths = [len(s) for s in sentences]
-    total = math.ceil(len(sentences) / config.batch_size) * config.epochs
-    optimizer, scheduler = make_optimizer(mlm, config.lr, config.weight_decay, total, config.warmup)
-    history, step = [], 0
-    for epoch in range(1, config.epochs + 1):
-        mlm.train()
-        loss_sum, correct, n = 0.0, 0, 0
+
+    def batches(epoch: int):
         for batch in length_batches(lengths, config.batch_size, shuffle=True, seed=config.seed + epoch):
-            tokens = collate_tokens([sentences[i] for i in batch], c.pad_id)  # (B, T)
-            inputs, targets = mask_tokens(
-                tokens,
-                mask_id=c.mask_id,
-                vocab_size=c.vocab_size,
-                mask_prob=config.mask_prob,
-                pad_id=c.pad_id,
-                generator=generator,
-            )
-            chosen_mask = targets != IGNORE  # (B, T)
-            chosen = int(chosen_mask.sum())
-            if chosen == 0:
-                continue
-            chosen_mask = chosen_mask.to(device)
-            logits = mlm(inputs.to(device), chosen_mask)  # (M, V): only the chosen positions
-            targets = targets.to(device)[chosen_mask]  # (M,)
-            loss = F.cross_entropy(logits.float(), targets)  # = mlm_loss on the full (B, T, V) logits
-            optimizer_step(loss, mlm, optimizer, scheduler, config.grad_clip)
-            step += 1
-            loss_sum += loss.item() * chosen
-            correct += int((logits.argmax(-1) == targets).sum())
-            n += chosen
-        record = {"epoch": epoch, "step": step, "loss": loss_sum / max(n, 1), "accuracy": correct / max(n, 1)}
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    return history
+            yield collate_tokens([sentences[i] for i in batch], c.pad_id)  # (B, T)
+
+    def step(model: MaskedLanguageModel, tokens: Tensor):
+        inputs, targets = mask_tokens(
+            tokens, mask_id=c.mask_id, vocab_size=c.vocab_size, mask_prob=config.mask_prob, pad_id=c.pad_id,
+            generator=generator,
+        )  # fmt: skip
+        chosen_mask = targets != IGNORE  # (B, T)
+        chosen = int(chosen_mask.sum())
+        if chosen == 0:
+            return None, 0, 0
+        chosen_mask = chosen_mask.to(device)
+        logits = model(inputs.to(device), chosen_mask)  # (M, V): only the chosen positions
+        targets = targets.to(device)[chosen_mask]  # (M,)
+        loss = F.cross_entropy(logits.float(), targets)  # = mlm_loss on the full (B, T, V) logits
+        return loss, int((logits.argmax(-1) == targets).sum()), chosen
+
+    total = math.ceil(len(sentences) / config.batch_size) * config.epochs
+    return fit(mlm, batches, step, config, total_steps=total, accuracy_name="accuracy", on_epoch=on_epoch)
 
 
 def load_pretrained_encoder(classifier: TextClassifier, folder: str | Path) -> list[str]:

@@ -1,0 +1,5 @@
+"""Image classification with a Vision Transformer."""
+
+from qkv.tasks.image_classification.vit import accuracy, predict_logits, train_image_classifier
+
+__all__ = ["accuracy", "predict_logits", "train_image_classifier"]
