@@ -6,8 +6,9 @@ A folder written by ``save_pretrained`` (or a hub id such as ``Helsinki-NLP/opus
 - ``MarianMTModel`` (OPUS-MT) -> a :class:`qkv.Transformer` and a :class:`~qkv.data.tokenizer.TokenizerPair`
   of :class:`~qkv.interop.hf_tokenizers.MarianSentencePiece` (kind ``"translation"``);
 - ``BertForSequenceClassification`` -> a :class:`~qkv.models.classifier.TextClassifier` and a
-  :class:`~qkv.interop.hf_tokenizers.WordPieceTokenizer` (kind ``"text-classifier"``); ``BertModel`` the same
-  without a trained head (kind ``"text-encoder"``, ``labels`` is ``None``);
+  :class:`~qkv.interop.hf_tokenizers.WordPieceTokenizer` (kind ``"text-classifier"``); ``BertModel`` (and the
+  encoder of ``BertForMaskedLM`` / ``BertForPreTraining``, e.g. ``bert-base-uncased``) the same with an untrained
+  all-zero head, for the attention views only (kind ``"text-encoder"``, ``labels`` is ``None``);
 - ``ViTForImageClassification`` -> a :class:`~qkv.models.vit.ViT` (kind ``"image-classifier"``).
 
 The models are qkv's own modules with the weights copied in (see :mod:`~qkv.interop.hf_marian`,
@@ -31,6 +32,8 @@ ARCHITECTURES = {
     "MarianMTModel": ("marian", "translation"),
     "BertForSequenceClassification": ("bert", "text-classifier"),
     "BertModel": ("bert", "text-encoder"),
+    "BertForMaskedLM": ("bert", "text-encoder"),  # e.g. bert-base-uncased: the encoder (the MLM head is left out)
+    "BertForPreTraining": ("bert", "text-encoder"),
     "ViTForImageClassification": ("vit", "image-classifier"),
 }
 _HUB_FILES = ["*.json", "*.safetensors", "*.spm", "vocab.txt", "pytorch_model.bin"]

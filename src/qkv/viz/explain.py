@@ -141,7 +141,8 @@ def explain_head(
     Args:
         model: a :class:`qkv.Transformer` (or any model with ``encoder.layers`` of :class:`qkv.EncoderLayer`
             and ``encode(src, return_attention=True)`` returning the maps last, e.g. the text classifier).
-        src: token ids ``(1, S)`` (or ``(S,)``), as the model's encoder receives them (with ``</s>``).
+        src: token ids ``(1, S)`` (or ``(S,)``), as the model's encoder receives them (with ``</s>``); for a
+            :class:`qkv.models.vit.ViT`, one image ``(1, C, H, W)``.
         layer, head: which layer and head (0-based).
         tokens: labels of the S positions (default: the ids).
 
@@ -156,8 +157,10 @@ def explain_head(
     """
     if src.dim() == 1:
         src = src[None]
-    if src.dim() != 2 or src.shape[0] != 1:
-        raise ValueError(f"explain_head takes one sentence, token ids (1, S), got {tuple(src.shape)}")
+    if src.shape[0] != 1 or (src.dim() != 2 and not src.is_floating_point()):
+        raise ValueError(
+            f"explain_head takes one sentence, token ids (1, S) (or one image for a ViT), got {tuple(src.shape)}"
+        )
     layers = _encoder_layers(model)
     if not 0 <= layer < len(layers):
         raise ValueError(
@@ -184,7 +187,8 @@ def explain_head(
     x_model, key_mask = captured[layer][0][0], captured[layer][1]  # (S, D), (1, 1, 1, S) or None
     s = x_model.shape[0]  # may exceed src's length (a classifier prepends [CLS])
     if tokens is None:
-        tokens = ["[CLS]"] * (s - src.shape[1]) + [str(t) for t in src[0].tolist()]
+        ids = [str(t) for t in src[0].tolist()] if src.dim() == 2 else [f"p{i}" for i in range(s - 1)]  # patches
+        tokens = ["[CLS]"] * (s - len(ids)) + ids
     tokens = [str(t) for t in tokens]
     if len(tokens) != s:
         raise ValueError(f"got {len(tokens)} token labels for the {s} positions the encoder sees")
