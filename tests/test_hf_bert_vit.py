@@ -9,11 +9,10 @@ import torch
 
 pytest.importorskip("transformers")
 
-from hf_models import SENTENCES, bert_folder, eager, vit_folder  # noqa: E402
-
-from qkv.interop import load_pretrained  # noqa: E402
-from qkv.models.vit import ViT  # noqa: E402
-from qkv.viz.explain import explain_head  # noqa: E402
+from hf_models import SENTENCES, bert_folder, eager, vit_folder
+from qkv.interop import load_pretrained
+from qkv.models.vit import ViT
+from qkv.viz.explain import explain_head
 
 TEXTS = ["a small girl plays in the park", "two dogs", "der mann liest zzz"]
 

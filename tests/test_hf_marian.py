@@ -9,12 +9,11 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 
-from hf_models import SENTENCES, eager, marian_folder  # noqa: E402
-
-from qkv.decode import beam_search, greedy_search  # noqa: E402
-from qkv.interop import load_pretrained  # noqa: E402
-from qkv.translator import Translator  # noqa: E402
-from qkv.viz.explain import explain_head  # noqa: E402
+from hf_models import SENTENCES, eager, marian_folder
+from qkv.decode import beam_search, greedy_search
+from qkv.interop import load_pretrained
+from qkv.translator import Translator
+from qkv.viz.explain import explain_head
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 

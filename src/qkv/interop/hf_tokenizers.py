@@ -97,7 +97,7 @@ class MarianSentencePiece:
         for name in (model_file, decode_file):
             path = folder / name
             if not path.is_file():
-                fail(folder, name, "tokenizer file not found (a Marian folder needs source.spm, target.spm, vocab.json)")
+                fail(folder, name, "tokenizer file not found (Marian needs source.spm, target.spm, vocab.json)")
             processor = spm.SentencePieceProcessor()
             try:
                 processor.Load(str(path))

@@ -86,7 +86,8 @@ def load_vit(folder: Path, raw: dict[str, Any]):
     linear(state, weights, "patch_embed.proj", "vit.embeddings.patch_embeddings.projection")
     for i in range(config.n_layers):
         for ours, (new, old) in _LAYER.items():
-            linear(state, weights, f"encoder.layers.{i}.{ours}", f"vit.layers.{i}.{new}", f"vit.encoder.layer.{i}.{old}")
+            new, old = f"vit.layers.{i}.{new}", f"vit.encoder.layer.{i}.{old}"
+            linear(state, weights, f"encoder.layers.{i}.{ours}", new, old)
     linear(state, weights, "encoder.final_norm", "vit.layernorm")
     linear(state, weights, "head", "classifier")
     weights.check_all_used()
