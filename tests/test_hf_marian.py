@@ -125,3 +125,11 @@ def test_explain_passes_for_every_encoder_layer_and_head(imported):
         for head in range(2):
             walk = explain_head(imported.model, src, layer, head, tokens)
             assert walk.max_abs_diff < 1e-4, (layer, head, walk.differences())
+
+
+def test_the_translators_attention_view_works_on_the_imported_model(imported):
+    view = Translator(imported.model, imported.tokenizers, max_len_b=5).attention(TEXTS[1], beam_size=2)
+    s, t = len(view.src_tokens), len(view.tgt_tokens)
+    assert view.src_tokens[-1] == "</s>" and view.tgt_tokens[0] == "<s>" and view.translation is not None
+    assert view.maps.encoder_self[0].shape == (1, 2, s, s)
+    assert view.maps.decoder_self[1].shape == (1, 2, t, t) and view.maps.cross[1].shape == (1, 2, t, s)
