@@ -14,6 +14,7 @@ from qkv.decode import beam_search, greedy_search
 from qkv.interop import load_pretrained
 from qkv.translator import Translator
 from qkv.viz.explain import explain_head
+from qkv.viz.explain_decoder import explain_decoder_head
 
 pytestmark = pytest.mark.filterwarnings("ignore:Recommended. pip install sacremoses")
 
@@ -118,13 +119,17 @@ def test_tokenizer_text_ids_text_match_marian_tokenizer(imported, hf_tokenizer, 
         or "<unk>" in src.decode(src.encode(text))
 
 
-def test_explain_passes_for_every_encoder_layer_and_head(imported):
+def test_explain_passes_for_every_layer_and_head_of_each_kind(imported):
     src = torch.tensor([[*imported.tokenizers.src.encode(TEXTS[0]), 2]])
     tokens = [*imported.tokenizers.src.tokens(TEXTS[0]), "</s>"]
+    tgt = torch.tensor([[1, *imported.tokenizers.tgt.encode("a small girl")]])  # <s> first
     for layer in range(2):
         for head in range(2):
             walk = explain_head(imported.model, src, layer, head, tokens)
             assert walk.max_abs_diff < 1e-4, (layer, head, walk.differences())
+            for kind in ("self", "cross"):
+                walk = explain_decoder_head(imported.model, src, tgt, layer, head, kind)
+                assert walk.max_abs_diff < 1e-4, (kind, layer, head, walk.differences())
 
 
 def test_the_translators_attention_view_works_on_the_imported_model(imported):

@@ -96,13 +96,16 @@ def _head_slice(linear: nn.Linear, head: int, d_head: int) -> tuple[Tensor, Tens
     return weight, bias
 
 
-def _attend_by_hand(x: Tensor, mha, head: int, mask: Tensor):
+def _attend_by_hand(x: Tensor, mha, head: int, mask: Tensor, kv: Tensor | None = None):
+    """Eq. 1 for one head: queries from ``x``, keys and values from ``kv`` (default ``x``; the encoder output
+    for cross-attention, :mod:`qkv.viz.explain_decoder`)."""
+    kv = x if kv is None else kv
     w_q, b_q = _head_slice(mha.q_proj, head, mha.d_head)
     w_k, b_k = _head_slice(mha.k_proj, head, mha.d_head)
     w_v, b_v = _head_slice(mha.v_proj, head, mha.d_head)
     q = x @ w_q + (b_q if b_q is not None else 0)  # (S, Dh)
-    k = x @ w_k + (b_k if b_k is not None else 0)  # (S, Dh)
-    v = x @ w_v + (b_v if b_v is not None else 0)  # (S, Dh)
+    k = kv @ w_k + (b_k if b_k is not None else 0)  # (S, Dh)
+    v = kv @ w_v + (b_v if b_v is not None else 0)  # (S, Dh)
     scores = q @ k.T  # (S, S)
     scaled = scores / math.sqrt(mha.d_head)
     weights = torch.softmax(scaled.masked_fill(~mask, float("-inf")), dim=-1)  # (S, S)
