@@ -123,3 +123,26 @@ def test_explain_passes_on_every_layer_and_head_of_bert_and_vit(bert, vit):
                 walk = explain_head(model, x, layer, head, labels)
                 assert walk.max_abs_diff < 1e-4, (type(model).__name__, layer, head, walk.differences())
     assert walk.tokens[:2] == ["[CLS]", "p0"]
+
+
+def test_vit_checkpoints_with_transformers_4_names_load_the_same(vit, tmp_path):
+    """Hub checkpoints such as google/vit-base-patch16-224 were written by transformers 4 (other layer names)."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder, imported = vit
+    old = shutil.copytree(folder, tmp_path / "vit4")
+    renames = {".attention.q_proj.": ".attention.attention.query.", ".attention.k_proj.": ".attention.attention.key.",
+               ".attention.v_proj.": ".attention.attention.value.", ".attention.o_proj.": ".attention.output.dense.",
+               ".mlp.fc1.": ".intermediate.dense.", ".mlp.fc2.": ".output.dense.", "vit.layers.": "vit.encoder.layer."}
+    renamed = {}
+    for name, tensor in load_file(str(old / "model.safetensors")).items():
+        for new, legacy in renames.items():
+            name = name.replace(new, legacy)
+        renamed[name] = tensor
+    assert any("attention.attention.query" in n for n in renamed)
+    save_file(renamed, str(old / "model.safetensors"))
+    images = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert load_pretrained(old).model(images).equal(imported.model(images))

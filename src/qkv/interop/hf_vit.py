@@ -90,5 +90,5 @@ def load_vit(folder: Path, raw: dict[str, Any]):
             linear(state, weights, f"encoder.layers.{i}.{ours}", new, old)
     linear(state, weights, "encoder.final_norm", "vit.layernorm")
     linear(state, weights, "head", "classifier")
-    weights.check_all_used()
+    weights.check_all_used(ignore=("vit.pooler.",))  # ViTForImageClassification does not use a pooler either
     return load_into(ViT(config), state, folder), labels_of(cfg), image_preprocessing(folder)
