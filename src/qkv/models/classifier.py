@@ -27,7 +27,7 @@ from typing import Any, Self
 import torch
 from torch import Tensor, nn
 
-from qkv.config import ConfigError, ConfigMixin, config_preset
+from qkv.config import ConfigError, ConfigMixin, config_preset, is_int
 from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config
 from qkv.nn.embedding import TokenEmbedding
 from qkv.nn.masks import padding_mask
@@ -83,7 +83,17 @@ class ClassifierConfig(ConfigMixin):
         max_len: most tokens per sentence (not counting [CLS]); longer inputs are an error.
         pad_id: padding id (masked out of attention and of mean pooling).
         mask_id: the [MASK] id used by MLM pre-training (:mod:`qkv.tasks.text_classification.mlm`), or ``None``.
-        eps: LayerNorm epsilon.
+        eps: LayerNorm epsilon (BERT: 1e-12).
+
+    BERT's embedding and head (Devlin et al. 2019), each a deviation from the paper, flagged, off by default
+    (``qkv.interop.hf_bert`` turns them on to import a pretrained BERT):
+
+    Args:
+        scale_embeddings: multiply token embeddings by √d_model (§3.4; True). BERT does not (``False``).
+        n_segments: BERT's token-type ("segment") embeddings: a table of ``n_segments`` rows whose row 0 (one
+            sentence) is added at every position. 0 (paper): none.
+        embed_norm: a LayerNorm on embeddings + positions (+ segment) before the encoder (BERT). False (paper).
+        pooler: BERT's pooler, ``tanh(W h_[CLS] + b)``, between the pooled state and the head. False.
     """
 
     vocab_size: int
@@ -103,6 +113,10 @@ class ClassifierConfig(ConfigMixin):
     pad_id: int = 0
     mask_id: int | None = None
     eps: float = 1e-5
+    scale_embeddings: bool = True
+    n_segments: int = 0
+    embed_norm: bool = False
+    pooler: bool = False
 
     def __post_init__(self) -> None:
         check_encoder_config(
@@ -112,6 +126,11 @@ class ClassifierConfig(ConfigMixin):
         )
         if not (isinstance(self.n_classes, int) and self.n_classes >= 2):
             raise ConfigError(f"n_classes must be an int >= 2, got {self.n_classes!r}")
+        for name in ("scale_embeddings", "embed_norm", "pooler"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not (is_int(self.n_segments) and self.n_segments >= 0):
+            raise ConfigError(f"n_segments must be an int >= 0, got {self.n_segments!r}")
         if not 0 <= self.pad_id < self.vocab_size:
             raise ConfigError(f"pad_id {self.pad_id} is outside the vocabulary of {self.vocab_size}")
         if self.mask_id is not None and not (0 <= self.mask_id < self.vocab_size and self.mask_id != self.pad_id):
@@ -145,10 +164,14 @@ class TextClassifier(EncoderClassifier):
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.embed = TokenEmbedding(c.vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.embed = TokenEmbedding(c.vocab_size, c.d_model, padding_idx=c.pad_id, scale=c.scale_embeddings)
         self.cls = nn.Parameter(torch.randn(1, 1, c.d_model) * 0.02) if c.pooling == "cls" else None
         n_positions = c.max_len + (1 if c.pooling == "cls" else 0)
         self.pos = PositionalEncoding(c.d_model, n_positions, c.positional)
+        # BERT's options (flagged deviations, see ClassifierConfig): segment embeddings, embedding LayerNorm, pooler
+        self.segment = nn.Embedding(c.n_segments, c.d_model) if c.n_segments else None
+        self.embed_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.embed_norm else None
+        self.pooler = nn.Linear(c.d_model, c.d_model) if c.pooler else None
         self.embed_dropout = nn.Dropout(c.dropout)
         self.encoder = build_encoder(c)
         self.head_dropout = nn.Dropout(c.dropout)
@@ -166,7 +189,10 @@ class TextClassifier(EncoderClassifier):
         return self.embed(tokens), padding_mask(tokens, self.config.pad_id)  # (B, T, D), (B, 1, 1, T)
 
     def add_positions(self, x: Tensor) -> Tensor:
-        return self.pos(x)  # (B, N, D): [CLS] takes position 0
+        x = self.pos(x)  # (B, N, D): [CLS] takes position 0
+        if self.segment is not None:
+            x = x + self.segment.weight[0]  # BERT: every token of a single sentence is in segment 0
+        return self.embed_norm(x) if self.embed_norm is not None else x
 
     def pool(self, h: Tensor, mask: Tensor) -> Tensor:
         """One vector per sentence ``(B, D)``: the [CLS] state or the mean over non-padding positions."""
@@ -176,4 +202,7 @@ class TextClassifier(EncoderClassifier):
         return (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
 
     def classify(self, h: Tensor, mask: Tensor) -> Tensor:
-        return self.head(self.head_dropout(self.pool(h, mask)))  # (B, C)
+        pooled = self.pool(h, mask)  # (B, D)
+        if self.pooler is not None:
+            pooled = torch.tanh(self.pooler(pooled))  # BERT's pooler (flagged option)
+        return self.head(self.head_dropout(pooled))  # (B, C)

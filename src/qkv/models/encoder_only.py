@@ -23,9 +23,10 @@ from torch import Tensor, nn
 
 from qkv.config import ConfigError, check_fractions, check_positive_ints
 from qkv.models.transformer import Encoder, layer_kwargs
+from qkv.nn.feedforward import ACTIVATIONS
 
 DROPOUTS = ("dropout", "attention_dropout", "activation_dropout")
-ENCODER_CHOICES: dict[str, tuple[str, ...]] = {"activation": ("relu", "gelu"), "norm": ("post", "pre")}
+ENCODER_CHOICES: dict[str, tuple[str, ...]] = {"activation": tuple(ACTIVATIONS), "norm": ("post", "pre")}
 
 
 # -- configs -----------------------------------------------------------------------------------------------

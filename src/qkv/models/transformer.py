@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints, config_preset, is_int, is_number
 from qkv.nn.embedding import TokenEmbedding, check_token_ids
+from qkv.nn.feedforward import ACTIVATIONS
 from qkv.nn.layers import DecoderLayer, EncoderLayer, LayerCache
 from qkv.nn.masks import padding_mask
-from qkv.nn.positional import PositionalEncoding
+from qkv.nn.positional import LAYOUTS, PositionalEncoding
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Table 3 of the paper.
@@ -44,9 +45,15 @@ class TransformerConfig(ConfigMixin):
         n_decoder_layers: decoder layers; ``None`` means the same as ``n_layers``.
         dropout: residual and embedding dropout P_drop (§5.4).
         attention_dropout, activation_dropout: extra dropouts not in the paper (0 by default).
-        activation: ``"relu"`` (paper) or ``"gelu"``.
+        activation: ``"relu"`` (paper), or the flagged deviations ``"gelu"`` and ``"swish"``/``"silu"`` (Marian).
         norm: ``"post"`` (paper) or ``"pre"`` (flagged deviation; adds a final LayerNorm to each stack).
         positional: ``"sinusoidal"`` (paper) or ``"learned"``.
+        positional_layout: ``"interleaved"`` (paper: sin in even dims, cos in odd) or ``"half"`` (deviation,
+            flagged: ``[sin | cos]``, as Marian / OPUS-MT and fairseq lay the same sinusoids out).
+        scale_embeddings: multiply embeddings by √d_model (§3.4; True). ``False`` is a deviation, flagged (a
+            Marian model with ``scale_embedding=False``).
+        output_bias: a bias on the pre-softmax linear map (deviation, flagged: Marian's ``final_logits_bias``;
+            the paper's output projection shares the embedding matrix and has none).
         max_len: most positions the model accepts.
         tie_embeddings: ``"none"``, ``"decoder"`` (target embedding = output projection) or ``"all"``
             (source and target embeddings and output projection share one matrix, §3.4; needs one vocabulary).
@@ -71,6 +78,9 @@ class TransformerConfig(ConfigMixin):
     tie_embeddings: str = "all"
     pad_id: int = 0
     eps: float = 1e-5
+    positional_layout: str = "interleaved"
+    scale_embeddings: bool = True
+    output_bias: bool = False
 
     def __post_init__(self) -> None:
         check_positive_ints(
@@ -85,7 +95,16 @@ class TransformerConfig(ConfigMixin):
             f"n_decoder_layers must be a positive int or None, got {self.n_decoder_layers!r}",
         )
         check_fractions(self, ("dropout", "attention_dropout", "activation_dropout"))
-        check(self.activation in ("relu", "gelu"), f"activation must be relu|gelu, got {self.activation!r}")
+        check(
+            self.activation in ACTIVATIONS,
+            f"activation must be one of {'|'.join(ACTIVATIONS)}, got {self.activation!r}",
+        )
+        check(
+            self.positional_layout in LAYOUTS,
+            f"positional_layout must be one of {'|'.join(LAYOUTS)}, got {self.positional_layout!r}",
+        )
+        for name in ("scale_embeddings", "output_bias"):
+            check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         check(self.norm in ("post", "pre"), f"norm must be post|pre, got {self.norm!r}")
         check(
             self.positional in ("sinusoidal", "learned"),
@@ -260,12 +279,12 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         c = config
-        self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id)
+        self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model, padding_idx=c.pad_id, scale=c.scale_embeddings)
         if c.tie_embeddings == "all":
             self.tgt_embed = self.src_embed  # one matrix for both languages and the output (§3.4)
         else:
-            self.tgt_embed = TokenEmbedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id)
-        self.src_pos = PositionalEncoding(c.d_model, c.max_len, c.positional)
+            self.tgt_embed = TokenEmbedding(c.tgt_vocab_size, c.d_model, padding_idx=c.pad_id, scale=c.scale_embeddings)
+        self.src_pos = PositionalEncoding(c.d_model, c.max_len, c.positional, c.positional_layout)
         self.tgt_pos = self.src_pos if c.positional == "sinusoidal" else PositionalEncoding(
             c.d_model, c.max_len, c.positional
         )
@@ -273,7 +292,10 @@ class Transformer(nn.Module):
         kwargs = layer_kwargs(c)
         self.encoder = Encoder(c.n_layers, **kwargs)
         self.decoder = Decoder(c.decoder_layers, **kwargs)
-        self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)  # pre-softmax linear map
+        # the pre-softmax linear map (with a bias only as Marian's final_logits_bias, a flagged option)
+        self.generator = nn.Linear(c.d_model, c.tgt_vocab_size, bias=c.output_bias)
+        if c.output_bias:
+            nn.init.zeros_(self.generator.bias)
         if c.tie_embeddings in ("decoder", "all"):
             self.generator.weight = self.tgt_embed.weight
         else:

@@ -29,11 +29,17 @@ class TokenEmbedding(nn.Module):
     Weights are drawn from N(0, d_model^-1/2) so that after the √d_model scaling each embedding has unit
     variance, the same scale as the sinusoidal encodings added to it (the fairseq / tensor2tensor choice).
 
+    Args:
+        vocab_size, d_model: table size ``(V, D)``.
+        padding_idx: the PAD id (its row starts at zero and gets no gradient).
+        scale: multiply by √d_model (§3.4; True). ``False`` is a deviation, flagged: BERT and ViT-style
+            encoders add their embeddings unscaled (``TextClassifier`` with ``scale_embeddings=False``).
+
     Shape:
         ``(B, T)`` int64 -> ``(B, T, D)``.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, padding_idx: int | None = None) -> None:
+    def __init__(self, vocab_size: int, d_model: int, padding_idx: int | None = None, scale: bool = True) -> None:
         super().__init__()
         self.vocab_size = vocab_size
         self.d_model = d_model
@@ -41,7 +47,7 @@ class TokenEmbedding(nn.Module):
         nn.init.normal_(self.embedding.weight, mean=0.0, std=d_model**-0.5)
         if padding_idx is not None:
             nn.init.zeros_(self.embedding.weight[padding_idx])
-        self.scale = math.sqrt(d_model)
+        self.scale = math.sqrt(d_model) if scale else 1.0
 
     @property
     def weight(self) -> nn.Parameter:

@@ -10,16 +10,19 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu}
+# "relu" is the paper's. The others are deviations, flagged as options: "gelu" (exact, erf) is BERT's and ViT's
+# (Hendrycks & Gimpel 2016); "swish" (= "silu", x·sigmoid(x), Ramachandran et al. 2017) is Marian's (OPUS-MT).
+ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "silu": F.silu}
 
 
 class PositionwiseFeedForward(nn.Module):
-    """Eq. 2: two linear maps with a ReLU between (GELU as a flagged option, as in BERT/ViT).
+    """Eq. 2: two linear maps with a ReLU between (GELU or swish as flagged options: BERT/ViT, Marian).
 
     Args:
         d_model: input and output dimension D.
         d_ff: inner dimension F (2048 in the base model).
-        activation: ``"relu"`` (the paper) or ``"gelu"``.
+        activation: ``"relu"`` (the paper), or the deviations ``"gelu"`` (BERT, ViT) and ``"swish"``/``"silu"``
+            (Marian / OPUS-MT); see :data:`ACTIVATIONS`.
         dropout: dropout on the inner activation (not in the paper; 0.0 by default).
 
     Shape:

@@ -49,7 +49,7 @@ class EncoderLayer(nn.Module):
         dropout: residual dropout P_drop (§5.4).
         attention_dropout: dropout on attention weights (not in the paper; 0.0 by default).
         activation_dropout: dropout inside the FFN (not in the paper; 0.0 by default).
-        activation: ``"relu"`` (paper) or ``"gelu"``.
+        activation: ``"relu"`` (paper), or the flagged options ``"gelu"``, ``"swish"``/``"silu"`` (see the FFN).
         norm: ``"post"`` (paper) or ``"pre"``.
         eps: LayerNorm epsilon.
 

@@ -14,14 +14,27 @@ import math
 import torch
 from torch import Tensor, nn
 
+LAYOUTS = ("interleaved", "half")
 
-def sinusoidal_table(max_len: int, d_model: int) -> Tensor:
-    """The ``(max_len, d_model)`` matrix of §3.5: even dims sin, odd dims cos, wavelengths 2π … 10000·2π."""
+
+def sinusoidal_table(max_len: int, d_model: int, layout: str = "interleaved") -> Tensor:
+    """The ``(max_len, d_model)`` matrix of §3.5, wavelengths 2π … 10000·2π.
+
+    Args:
+        layout: ``"interleaved"`` (the paper: even dims sin, odd dims cos) or ``"half"`` (a deviation, flagged:
+            the same sines in the first ⌈D/2⌉ dims and the same cosines in the rest, ``[sin | cos]``; Marian /
+            OPUS-MT and fairseq lay the table out this way). Both hold the same numbers, only permuted.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"sinusoidal layout must be one of {LAYOUTS}, got {layout!r}")
     position = torch.arange(max_len, dtype=torch.float64)[:, None]  # (T, 1)
     div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float64) * (-math.log(10000.0) / d_model))
+    sin, cos = torch.sin(position * div), torch.cos(position * div[: d_model // 2])  # (T, ⌈D/2⌉), (T, ⌊D/2⌋)
     table = torch.zeros(max_len, d_model, dtype=torch.float64)
-    table[:, 0::2] = torch.sin(position * div)  # (T, D/2)
-    table[:, 1::2] = torch.cos(position * div[: d_model // 2])
+    if layout == "half":
+        table[:, : sin.shape[1]], table[:, sin.shape[1] :] = sin, cos
+    else:
+        table[:, 0::2], table[:, 1::2] = sin, cos
     return table.float()
 
 
@@ -32,19 +45,21 @@ class PositionalEncoding(nn.Module):
         d_model: model dimension D.
         max_len: the most positions this model knows; a longer input is an error, not a silent wrap.
         kind: ``"sinusoidal"`` (§3.5, fixed) or ``"learned"`` (an ``nn.Embedding`` of positions).
+        layout: how the sinusoids are laid out, ``"interleaved"`` (paper) or ``"half"`` (Marian; a flagged
+            deviation, see :func:`sinusoidal_table`). Ignored for ``"learned"``.
 
     Shape:
         ``(B, T, D) -> (B, T, D)``; ``offset`` is the position of the first row (incremental decoding).
     """
 
-    def __init__(self, d_model: int, max_len: int, kind: str = "sinusoidal") -> None:
+    def __init__(self, d_model: int, max_len: int, kind: str = "sinusoidal", layout: str = "interleaved") -> None:
         super().__init__()
         if kind not in ("sinusoidal", "learned"):
             raise ValueError(f"positional encoding kind must be 'sinusoidal' or 'learned', got {kind!r}")
         self.kind = kind
         self.max_len = max_len
         if kind == "sinusoidal":
-            self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+            self.register_buffer("table", sinusoidal_table(max_len, d_model, layout), persistent=False)
         else:
             self.embedding = nn.Embedding(max_len, d_model)
             nn.init.normal_(self.embedding.weight, std=0.02)

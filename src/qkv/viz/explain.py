@@ -96,13 +96,16 @@ def _head_slice(linear: nn.Linear, head: int, d_head: int) -> tuple[Tensor, Tens
     return weight, bias
 
 
-def _attend_by_hand(x: Tensor, mha, head: int, mask: Tensor):
+def _attend_by_hand(x: Tensor, mha, head: int, mask: Tensor, kv: Tensor | None = None):
+    """Eq. 1 for one head: queries from ``x``, keys and values from ``kv`` (default ``x``; the encoder output
+    for cross-attention, :mod:`qkv.viz.explain_decoder`)."""
+    kv = x if kv is None else kv
     w_q, b_q = _head_slice(mha.q_proj, head, mha.d_head)
     w_k, b_k = _head_slice(mha.k_proj, head, mha.d_head)
     w_v, b_v = _head_slice(mha.v_proj, head, mha.d_head)
     q = x @ w_q + (b_q if b_q is not None else 0)  # (S, Dh)
-    k = x @ w_k + (b_k if b_k is not None else 0)  # (S, Dh)
-    v = x @ w_v + (b_v if b_v is not None else 0)  # (S, Dh)
+    k = kv @ w_k + (b_k if b_k is not None else 0)  # (S, Dh)
+    v = kv @ w_v + (b_v if b_v is not None else 0)  # (S, Dh)
     scores = q @ k.T  # (S, S)
     scaled = scores / math.sqrt(mha.d_head)
     weights = torch.softmax(scaled.masked_fill(~mask, float("-inf")), dim=-1)  # (S, S)
@@ -141,7 +144,8 @@ def explain_head(
     Args:
         model: a :class:`qkv.Transformer` (or any model with ``encoder.layers`` of :class:`qkv.EncoderLayer`
             and ``encode(src, return_attention=True)`` returning the maps last, e.g. the text classifier).
-        src: token ids ``(1, S)`` (or ``(S,)``), as the model's encoder receives them (with ``</s>``).
+        src: token ids ``(1, S)`` (or ``(S,)``), as the model's encoder receives them (with ``</s>``); for a
+            :class:`qkv.models.vit.ViT`, one image ``(1, C, H, W)``.
         layer, head: which layer and head (0-based).
         tokens: labels of the S positions (default: the ids).
 
@@ -156,8 +160,10 @@ def explain_head(
     """
     if src.dim() == 1:
         src = src[None]
-    if src.dim() != 2 or src.shape[0] != 1:
-        raise ValueError(f"explain_head takes one sentence, token ids (1, S), got {tuple(src.shape)}")
+    if src.shape[0] != 1 or (src.dim() != 2 and not src.is_floating_point()):
+        raise ValueError(
+            f"explain_head takes one sentence, token ids (1, S) (or one image for a ViT), got {tuple(src.shape)}"
+        )
     layers = _encoder_layers(model)
     if not 0 <= layer < len(layers):
         raise ValueError(
@@ -184,7 +190,8 @@ def explain_head(
     x_model, key_mask = captured[layer][0][0], captured[layer][1]  # (S, D), (1, 1, 1, S) or None
     s = x_model.shape[0]  # may exceed src's length (a classifier prepends [CLS])
     if tokens is None:
-        tokens = ["[CLS]"] * (s - src.shape[1]) + [str(t) for t in src[0].tolist()]
+        ids = [str(t) for t in src[0].tolist()] if src.dim() == 2 else [f"p{i}" for i in range(s - 1)]  # patches
+        tokens = ["[CLS]"] * (s - len(ids)) + ids
     tokens = [str(t) for t in tokens]
     if len(tokens) != s:
         raise ValueError(f"got {len(tokens)} token labels for the {s} positions the encoder sees")
