@@ -99,9 +99,9 @@
     pics.appendChild(pe); pics.appendChild(sim);
     box.appendChild(pics);
     drawMatrix(pe, pos.table, redBlue, tooltip, (r, c, v) => "PE(" + r + ", " + c + ") = " + v.toFixed(3));
-    let smax = 0;
-    pos.similarity.forEach((r) => r.forEach((v) => { smax = Math.max(smax, Math.abs(v)); }));
-    drawMatrix(sim, pos.similarity, (v) => QKV.colour((v / smax + 1) / 2), tooltip,
+    let smax = -Infinity, smin = Infinity;
+    pos.similarity.forEach((r) => r.forEach((v) => { smax = Math.max(smax, v); smin = Math.min(smin, v); }));
+    drawMatrix(sim, pos.similarity, (v) => QKV.colour((v - smin) / (smax - smin || 1)), tooltip,
       (r, c, v) => "PE(" + r + ")·PE(" + c + ") = " + v.toFixed(3));
     const label = el("label", { for: "qkv-pos" }, "position p = ");
     const value = el("strong", { id: "qkv-pos-value" });
@@ -116,8 +116,7 @@
       const p = Number(slider.value), r = pos.similarity[p];
       value.textContent = String(p);
       plot.textContent = "";
-      const x = (q) => 30 + (q * (w - 40)) / Math.max(1, T - 1), y = (v) => h / 2 - (v / smax) * (h / 2 - 10);
-      plot.appendChild(svgEl("line", { x1: 30, y1: h / 2, x2: w - 10, y2: h / 2, stroke: "#bbb" }));
+      const x = (q) => 30 + (q * (w - 40)) / Math.max(1, T - 1), y = (v) => h - 10 - ((v - smin) / (smax - smin || 1)) * (h - 30);
       plot.appendChild(svgEl("polyline", { points: r.map((v, q) => x(q) + "," + y(v)).join(" "), fill: "none", stroke: "#1f77b4", "stroke-width": 2 }));
       plot.appendChild(svgEl("circle", { cx: x(p), cy: y(r[p]), r: 4, fill: "#d62728" }));
       plot.appendChild(svgEl("text", { x: 34, y: 14, class: "qkv-plot-label" }, "PE(" + p + ")·PE(q) over q; peak " + r[p].toFixed(2) + " at q = p"));

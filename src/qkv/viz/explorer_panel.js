@@ -79,7 +79,7 @@
     const mask = entry.mask, sqrt = Math.sqrt(dk);
 
     let s = step(root, "qkv-p-x", "x_i: the layer's input at query «" + qTok[i] + "» (what attention reads: the " +
-      (cross ? "decoder state" : "layer input, after LayerNorm with pre-LN") + "), D = " + D);
+      (cross ? "decoder state" : "layer input") + "; LayerNorm(x) under the pre-LN option), D = " + D);
     s.appendChild(vec(entry.x_q[i], entry.x_q_norm[i], D, "qkv-p-x-vec"));
     if (cross) {
       s = step(root, "qkv-p-m", "m_j: the encoder output at key «" + kTok[j] + "» (keys and values of cross-attention)");
