@@ -28,7 +28,7 @@
     const pattern = svgEl("pattern", { id: "qkv-hatch", width: 6, height: 6, patternUnits: "userSpaceOnUse",
       patternTransform: "rotate(45)" });
     pattern.appendChild(svgEl("rect", { width: 6, height: 6, fill: "#e6e6e6" }));
-    pattern.appendChild(svgEl("line", { x1: 0, y1: 0, x2: 0, y2: 6, stroke: "#8a8a8a", "stroke-width": 2 }));
+    pattern.appendChild(svgEl("path", { d: "M0,0 L0,6", stroke: "#8a8a8a", "stroke-width": 2 }));
     defs.appendChild(pattern);
     svg.appendChild(defs);
     const yq = (i) => top + i * rowH + rowH / 2, yk = (j) => top + j * rowH + rowH / 2;
