@@ -88,6 +88,7 @@ class AttentionApp:
         self.untrained = untrained
         self.limits = limits
         self._lock = threading.Lock()
+        self._lessons_by_d_model: dict[int, dict] = {}
 
     def page(self) -> str:
         note = ""
@@ -151,10 +152,17 @@ class AttentionApp:
         d_model = next((k["d_model"] for k in walk["kinds"].values()), 128) if walk else 128
         data = explorer_data(
             kinds, title="Attention", subtitle=f"{sentence}  →  {view.translation}", walk=walk,
-            lessons=lessons_data(d_model),
+            lessons=self._lessons(d_model),
         )
         data.update(source=sentence, translation=view.translation, beam_size=beam, untrained=self.untrained)
         return data
+
+    def _lessons(self, d_model: int) -> dict:
+        """The √d_k and positions lessons, computed once (the same for every request)."""
+        with self._lock:
+            if d_model not in self._lessons_by_d_model:
+                self._lessons_by_d_model[d_model] = lessons_data(d_model)
+            return self._lessons_by_d_model[d_model]
 
     def _walk(self, sentence: str, view) -> dict | None:
         """Every cell's arithmetic (:func:`qkv.viz.walk.model_walk`) from a teacher-forced forward pass."""
