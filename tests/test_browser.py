@@ -268,7 +268,9 @@ def test_lines_view_highlights_what_a_token_attends_to_and_what_attends_to_it(br
     page, errors = open_page(browser, path)
     page.select_option("#qkv-kind", index=1)  # decoder self: causal
     page.click("#qkv-view-lines")
-    heads = page.evaluate("() => new Set([...document.querySelectorAll('#qkv-lines line')].map(l => l.dataset.head)).size")
+    heads = page.evaluate(
+        "() => new Set([...document.querySelectorAll('#qkv-lines line')].map(l => l.dataset.head)).size"
+    )
     assert heads == 4  # every head at once, one colour each
     visible = "() => [...document.querySelectorAll('#qkv-lines line')].filter(l => l.style.display !== 'none')"
     page.locator(".qkv-token-q").nth(1).hover()
@@ -298,8 +300,9 @@ def test_alignment_opens_on_the_pngs_layer_and_the_lessons_are_the_python_number
     for index in (2, 10):  # d_k = 4, 1024
         page.fill("#qkv-dk", str(index))
         assert page.text_content("#qkv-dk-value") == str(rows[index].d_k)
-        for name, want in (("var-unscaled", rows[index].var_dot), ("ent-unscaled", rows[index].entropy_unscaled),
-                           ("ent-scaled", rows[index].entropy_scaled), ("max-unscaled", rows[index].max_weight_unscaled)):
+        r = rows[index]
+        for name, want in (("var-unscaled", r.var_dot), ("ent-unscaled", r.entropy_unscaled),
+                           ("ent-scaled", r.entropy_scaled), ("max-unscaled", r.max_weight_unscaled)):
             assert float(page.text_content(f"#qkv-{name}")) == pytest.approx(want, abs=1e-3), name
     page.screenshot(path=str(shots / "lesson_sqrt_dk.png"), full_page=True)
     page.click("#qkv-view-positions")

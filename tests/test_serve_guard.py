@@ -3,6 +3,7 @@ malformed JSON, slow bodies, the connection cap, quiet disconnects, and a fuzz t
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -31,7 +32,8 @@ class Fast:
         return AttentionView(["a", "b"], ["<s>", "c"], AttentionMaps([w], [w], [w]), "c")
 
 
-def start(limits: Limits = Limits()):
+def start(limits: Limits | None = None):
+    limits = limits or Limits()
     httpd = make_server(AttentionApp(Fast(), "fast fake", limits=limits), "127.0.0.1", 0)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -79,7 +81,7 @@ def test_100_concurrent_posts_are_all_answered(server):
 
     with ThreadPoolExecutor(max_workers=n) as pool:
         futures = [pool.submit(one, i) for i in range(n)]
-        done, pending = wait(futures, timeout=300)  # bounded in time
+        _, pending = wait(futures, timeout=300)  # bounded in time
     assert not pending
     results = [f.result() for f in futures]  # a connection reset would raise here
     for i, (status, data) in enumerate(results):
@@ -181,10 +183,8 @@ def test_slow_bodies_time_out_and_the_connection_cap_holds(caplog):
                     break
                 time.sleep(0.3)
                 s.setblocking(False)
-                try:
+                with contextlib.suppress(BlockingIOError):
                     answer += s.recv(4096)
-                except BlockingIOError:
-                    pass
                 s.setblocking(True)
                 if answer:
                     break
