@@ -56,6 +56,7 @@ def load_translator(model: str | None, device: str = "cpu"):
 def run(args) -> int:
     from qkv.viz.export import export_attention
     from qkv.viz.maps import transformer_kinds
+    from qkv.viz.walk import model_walk
 
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
     bad = sorted(set(formats) - {"png", "svg", "pdf"})
@@ -81,6 +82,7 @@ def run(args) -> int:
     if n_layers and not 0 <= args.layer <= n_layers:
         raise CliError(f"--layer must be 1 … {n_layers} (or 0 for the last), got {args.layer}")
     target = args.target if args.target is not None else view.translation
+    walk = model_walk(translator.model, lambda: translator.attention(args.source, target))  # each cell by hand
     written = export_attention(
         kinds,
         args.out,
@@ -88,6 +90,7 @@ def run(args) -> int:
         subtitle=f"{args.source}  →  {target}  [{description}]",
         formats=formats,
         alignment_layer=args.layer - 1 if args.layer else -1,
+        walk=walk,
     )
     if untrained:
         print("note: no --model given, so this is an untrained demo model (its translation is noise)")
@@ -108,6 +111,7 @@ def run_classifier(args, formats: list[str]) -> int:
     from qkv.train.checkpoint import load_checkpoint
     from qkv.viz.export import export_attention
     from qkv.viz.maps import collect_kinds
+    from qkv.viz.walk import model_walk
 
     loaded = load_checkpoint(args.model, device=args.device)
     model, tokenizer = loaded.model, TokenizerFile.load(args.model)
@@ -119,9 +123,10 @@ def run_classifier(args, formats: list[str]) -> int:
     labels = loaded.config.get("labels") or [str(i) for i in range(len(probs))]
     k = int(probs.argmax())
     kinds = collect_kinds({"encoder_self": maps}, {"encoder_self": (tokens, tokens)})
+    walk = model_walk(model, lambda: model(torch.tensor([ids], device=args.device), return_attention=True))
     written = export_attention(
         kinds, args.out, title=f"Attention: {args.source}",
-        subtitle=f"{args.source}  →  {labels[k]} ({probs[k]:.2f})  [{args.model}]", formats=formats,
+        subtitle=f"{args.source}  →  {labels[k]} ({probs[k]:.2f})  [{args.model}]", formats=formats, walk=walk,
     )
     print(f"sentence:   {args.source}")
     print(f"prediction: {labels[k]} ({probs[k]:.3f})")

@@ -13,24 +13,45 @@ def register(sub) -> None:
     )
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests for this host name (repeatable; by default only localhost, 127.0.0.1, [::1] "
+        "and the --host address: other names are refused against DNS rebinding)",
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=128, help="connections open at once (default 128; more get a 503)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    import logging
+
     from qkv.cli.attention import load_translator
-    from qkv.viz.serve import AttentionApp, make_server
+    from qkv.viz.guard import allowed_hosts
+    from qkv.viz.serve import AttentionApp, Limits, make_server
 
     if not 0 <= args.port <= 65535:
         raise CliError(f"--port must be 0 … 65535, got {args.port}")
+    if not 1 <= args.max_connections <= 10_000:
+        raise CliError(f"--max-connections must be 1 … 10000, got {args.max_connections}")
     translator, description, untrained = load_translator(args.model, args.device)
-    app = AttentionApp(translator, description, untrained=untrained)
+    limits = Limits(max_connections=args.max_connections)
+    app = AttentionApp(translator, description, untrained=untrained, limits=limits)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # one line per request
     try:
-        server = make_server(app, args.host, args.port)
+        server = make_server(app, args.host, args.port, args.allow_host)
     except OSError as err:
         raise CliError(f"cannot listen on {args.host}:{args.port}: {err.strerror or err}") from None
     host, port = server.server_address[:2]
     if untrained:
         print("note: no --model given: serving an untrained demo model (translations are noise)")
+    hosts = allowed_hosts(args.host, args.allow_host)
+    if hosts is None:
+        print(f"note: listening on {args.host}: every host name is accepted (bound to the network on purpose)")
     print(f"serving {description} on http://{host}:{port}/  (Ctrl-C to stop)", flush=True)
     try:
         server.serve_forever()

@@ -81,6 +81,7 @@ def cmd_attention(args) -> int:
     from qkv.viz.export import export_attention  # matplotlib: imported only when drawing
     from qkv.viz.maps import collect_kinds, patch_labels
     from qkv.viz.rollout import attention_rollout, cls_patch_map, save_overlay
+    from qkv.viz.walk import model_walk
 
     loaded = load_checkpoint(args.model)
     model = loaded.model
@@ -104,8 +105,9 @@ def cmd_attention(args) -> int:
     tokens = patch_labels(model.config.n_patches)
     kinds = collect_kinds({"encoder_self": maps}, {"encoder_self": (tokens, tokens)})
     maps_dir = out.with_suffix("")
+    walk = model_walk(model, lambda: model(image, return_attention=True))  # each cell's arithmetic, by hand
     written = export_attention(kinds, maps_dir, title=f"ViT attention, test image {args.index}",
-                               subtitle=f"label {label}, predicted {pred}", formats=("png",))
+                               subtitle=f"label {label}, predicted {pred}", formats=("png",), walk=walk)
     print(f"every layer and head: {len(written)} files in {maps_dir}/ (open attention.html in a browser)")
     return 0
 

@@ -96,19 +96,22 @@ def _head_slice(linear: nn.Linear, head: int, d_head: int) -> tuple[Tensor, Tens
     return weight, bias
 
 
-def _attend_by_hand(x: Tensor, mha, head: int, mask: Tensor, kv: Tensor | None = None):
-    """Eq. 1 for one head: queries from ``x``, keys and values from ``kv`` (default ``x``; the encoder output
-    for cross-attention, :mod:`qkv.viz.explain_decoder`)."""
-    kv = x if kv is None else kv
+def attend_by_hand(x_q: Tensor, x_kv: Tensor, mha, head: int, mask: Tensor) -> dict[str, Tensor]:
+    """Eq. 1 for one head, step by step: ``x_q`` (T_q, D) attends to ``x_kv`` (T_k, D) under ``mask`` (T_q, T_k).
+
+    Self-attention passes the same X twice; cross-attention passes the decoder's X and the encoder output.
+    Returns the head's slices of W_Q/W_K/W_V (and biases), q, k, v, scores = q·kᵀ, scaled = scores / √d_k,
+    the softmax weights (a row with no allowed key: zeros, as in the library) and head_output = weights·v.
+    """
     w_q, b_q = _head_slice(mha.q_proj, head, mha.d_head)
     w_k, b_k = _head_slice(mha.k_proj, head, mha.d_head)
     w_v, b_v = _head_slice(mha.v_proj, head, mha.d_head)
-    q = x @ w_q + (b_q if b_q is not None else 0)  # (S, Dh)
-    k = kv @ w_k + (b_k if b_k is not None else 0)  # (S, Dh)
-    v = kv @ w_v + (b_v if b_v is not None else 0)  # (S, Dh)
-    scores = q @ k.T  # (S, S)
+    q = x_q @ w_q + (b_q if b_q is not None else 0)  # (T_q, Dh)
+    k = x_kv @ w_k + (b_k if b_k is not None else 0)  # (T_k, Dh)
+    v = x_kv @ w_v + (b_v if b_v is not None else 0)  # (T_k, Dh)
+    scores = q @ k.T  # (T_q, T_k)
     scaled = scores / math.sqrt(mha.d_head)
-    weights = torch.softmax(scaled.masked_fill(~mask, float("-inf")), dim=-1)  # (S, S)
+    weights = torch.softmax(scaled.masked_fill(~mask, float("-inf")), dim=-1)  # (T_q, T_k)
     weights = torch.nan_to_num(weights)  # a row with no allowed key: zeros, as in the library
     return dict(
         w_q=w_q,
@@ -125,6 +128,17 @@ def _attend_by_hand(x: Tensor, mha, head: int, mask: Tensor, kv: Tensor | None =
         weights=weights,
         head_output=weights @ v,
     )
+
+
+def multihead_by_hand(x_q: Tensor, x_kv: Tensor, mha, mask: Tensor) -> tuple[list[dict], Tensor, Tensor]:
+    """Every head by :func:`attend_by_hand`, then ``Concat(head_1 … head_H) W_O + b_O`` (§3.2.2).
+
+    Returns ``(per_head, heads (T_q, D), output (T_q, D))``.
+    """
+    per_head = [attend_by_hand(x_q, x_kv, mha, h, mask) for h in range(mha.n_heads)]
+    heads = torch.cat([p["head_output"] for p in per_head], -1)  # (T_q, D)
+    w_o, b_o = mha.out_proj.weight.T, mha.out_proj.bias  # (D, D): Concat @ W_O
+    return per_head, heads, heads @ w_o + (b_o if b_o is not None else 0)
 
 
 def _encoder_layers(model: nn.Module):
@@ -212,11 +226,9 @@ def explain_head(
 
     block = layers[layer].attn_block
     attn_input = block.norm(x) if block.pre else x  # pre-LN reads LayerNorm(X) (option, not the paper)
-    per_head = [_attend_by_hand(attn_input, mha, h, mask) for h in range(mha.n_heads)]
+    per_head, heads, output = multihead_by_hand(attn_input, attn_input, mha, mask)  # (S, D), (S, D)
     steps = per_head[head]
-    heads = torch.cat([p["head_output"] for p in per_head], -1)  # (S, D)
-    w_o, b_o = mha.out_proj.weight.T, mha.out_proj.bias  # (D, D): Concat @ W_O
-    output = heads @ w_o + (b_o if b_o is not None else 0)  # (S, D)
+    w_o, b_o = mha.out_proj.weight.T, mha.out_proj.bias  # (D, D)
     layer_output = _rest_of_layer(layers[layer], x, output)
     model_output = mha(attn_input[None], attn_input[None], attn_input[None], key_mask)[0][0]
     model_layer_output = layers[layer](x_model[None], key_mask)[0][0]

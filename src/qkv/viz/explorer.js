@@ -1,10 +1,13 @@
 // qkv attention explorer: flip through kinds, layers and heads of attention maps; hover a cell for the token
 // pair and its weight. No dependencies. Used by the HTML export (qkv attention) and the web app (qkv serve).
 //
-// Data: {title, subtitle, kinds: [{name, title, query_tokens[Tq], key_tokens[Tk], weights[L][H][Tq][Tk]}]}
-// Views: "head" (one head, or the mean of a layer's heads, large), "model" (every layer × head as thumbnails,
-// click one to open it), "alignment" (cross-attention averaged over the heads of a layer, as a matrix and as
-// lines between the sentences whose opacity is the weight).
+// Data: {title, subtitle, kinds: [{name, title, query_tokens[Tq], key_tokens[Tk], weights[L][H][Tq][Tk]}],
+//        alignment_layer?, walk? (qkv/viz/walk.py), lessons? (qkv/viz/lessons.py)}
+// Views: "head" (one head, or the mean of a layer's heads, large; click a cell for its arithmetic, masked
+// cells hatched), "lines" (bertviz-like: two token columns, hover a token), "model" (every layer × head as
+// thumbnails, click one to open it), "alignment" (cross-attention averaged over the heads of a layer, as a
+// matrix and as lines; opens on the PNG's layer), "scaling" (why √d_k), "positions" (§3.5).
+// The other scripts (explorer_panel.js, explorer_lines.js, explorer_lessons.js) add to window.QKV.
 (function () {
   "use strict";
 
@@ -49,8 +52,25 @@
     return best || 1e-6;
   }
 
+  // Diagonal hatching for masked cells (may not attend): grey lines on light grey, never a colour of the scale.
+  function hatch(ctx, x, y, size) {
+    ctx.save();
+    ctx.fillStyle = "#e6e6e6"; ctx.fillRect(x, y, size, size);
+    ctx.beginPath(); ctx.rect(x, y, size, size); ctx.clip();
+    ctx.strokeStyle = "#8a8a8a"; ctx.lineWidth = 1;
+    const step = Math.max(3, size / 4);
+    for (let d = -size; d < size; d += step) {
+      ctx.moveTo(x + d, y + size); ctx.lineTo(x + d + size, y);
+    }
+    ctx.stroke();
+    ctx.restore();
+  }
+
   // Draw a (Tq × Tk) matrix on a canvas with token labels; hovering a cell fills the tooltip.
-  function drawHeatmap(canvas, matrix, qTok, kTok, tooltip) {
+  // opts: {mask: Tq × Tk of 0/1 (0 = masked, drawn hatched) or null, onClick(q, k), selected: [q, k]}
+  function drawHeatmap(canvas, matrix, qTok, kTok, tooltip, opts) {
+    opts = opts || {};
+    const mask = opts.mask || null;
     const tq = matrix.length, tk = matrix[0].length;
     const cell = Math.max(3, Math.min(34, Math.floor(620 / Math.max(tq, tk))));
     const ctx = canvas.getContext("2d");
@@ -69,9 +89,15 @@
     const vmax = matrixMax(matrix);
     for (let q = 0; q < tq; q++) {
       for (let k = 0; k < tk; k++) {
+        if (mask && !mask[q][k]) { hatch(ctx, left + k * cell, top + q * cell, cell); continue; }
         ctx.fillStyle = colour(matrix[q][k] / vmax);
         ctx.fillRect(left + k * cell, top + q * cell, cell, cell);
       }
+    }
+    if (opts.selected) {
+      const [sq, sk] = opts.selected;
+      ctx.strokeStyle = "#e8112d"; ctx.lineWidth = 2;
+      ctx.strokeRect(left + sk * cell + 1, top + sq * cell + 1, cell - 2, cell - 2);
     }
     ctx.fillStyle = "#222"; ctx.textBaseline = "middle";
     ctx.textAlign = "right";
@@ -94,16 +120,24 @@
     ctx.fillText(vmax.toFixed(3), bx + 18, top + 4);
     ctx.fillText("0", bx + 18, top + bh - 2);
 
-    canvas.onmousemove = (ev) => {
+    const cellAt = (ev) => {
       const r = canvas.getBoundingClientRect();
       const k = Math.floor((ev.clientX - r.left - left) / cell), q = Math.floor((ev.clientY - r.top - top) / cell);
-      if (q < 0 || k < 0 || q >= tq || k >= tk) { tooltip.style.display = "none"; return; }
-      tooltip.textContent = qTok[q] + " → " + kTok[k] + ": " + matrix[q][k].toFixed(4);
+      return (q < 0 || k < 0 || q >= tq || k >= tk) ? null : [q, k];
+    };
+    canvas.onmousemove = (ev) => {
+      const at = cellAt(ev);
+      if (!at) { tooltip.style.display = "none"; return; }
+      const [q, k] = at;
+      const masked = mask && !mask[q][k];
+      tooltip.textContent = qTok[q] + " → " + kTok[k] + ": " + (masked ? "masked" : matrix[q][k].toFixed(4));
       tooltip.dataset.query = q; tooltip.dataset.key = k; tooltip.dataset.weight = matrix[q][k];
       tooltip.style.display = "block";
       tooltip.style.left = ev.pageX + 12 + "px"; tooltip.style.top = ev.pageY + 12 + "px";
     };
     canvas.onmouseleave = () => { tooltip.style.display = "none"; };
+    canvas.onclick = (ev) => { const at = cellAt(ev); if (at && opts.onClick) opts.onClick(at[0], at[1]); };
+    if (opts.onClick) canvas.style.cursor = "pointer";
     canvas.dataset.cell = cell; canvas.dataset.left = left; canvas.dataset.top = top;
   }
 
@@ -135,11 +169,21 @@
     tgtTok.forEach((tok, q) => svg.appendChild(svgEl("text", { x: xs(t, q), y: 224, class: "qkv-tgt" }, tok)));
   }
 
+  // The mask of one kind and layer (1 = may attend): from the walk-through when embedded, else the causal mask
+  // of the decoder's self-attention (§3.2.3) by construction, else none known.
+  function maskFor(data, kind, layer) {
+    const walk = data.walk && data.walk.kinds && data.walk.kinds[kind.name];
+    const entry = walk && walk.layers[layer];
+    if (entry) return entry.mask;
+    if (kind.name === "decoder_self") return kind.query_tokens.map((_, q) => kind.key_tokens.map((_, k) => (k <= q ? 1 : 0)));
+    return null;
+  }
+
   function render(root, data) {
     root.textContent = "";
     const kinds = data.kinds || [];
     if (!kinds.length) { root.appendChild(el("p", {}, "No attention maps.")); return; }
-    const state = { kind: 0, layer: 0, head: "mean", view: "head" };
+    const state = { kind: 0, layer: 0, head: "mean", view: "head", cell: null };
     const tooltip = document.getElementById("qkv-tooltip") ||
       document.body.appendChild(el("div", { id: "qkv-tooltip", class: "qkv-tooltip" }));
     if (data.title) root.appendChild(el("h2", {}, data.title));
@@ -151,11 +195,17 @@
     const headSel = el("select", { id: "qkv-head", "aria-label": "head" });
     const views = el("span", { class: "qkv-views" });
     const hasCross = kinds.some((k) => k.name === "cross");
-    const viewNames = [["head", "Head view"], ["model", "All layers × heads"]];
+    const viewNames = [["head", "Head view"], ["lines", "Lines"], ["model", "All layers × heads"]];
     if (hasCross) viewNames.push(["alignment", "Alignment"]);
+    if (data.lessons) viewNames.push(["scaling", "Why √d_k"], ["positions", "Positions"]);
     const viewButtons = viewNames.map(([v, label]) => {
       const b = el("button", { type: "button", id: "qkv-view-" + v, "data-view": v }, label);
-      b.onclick = () => { state.view = v; update(); };
+      b.onclick = () => {
+        if (v === "alignment" && state.view !== "alignment" && data.alignment_layer !== undefined) {
+          state.layer = data.alignment_layer;  // the same layer as alignment_layer{l}.png
+        }
+        state.view = v; update();
+      };
       views.appendChild(b);
       return b;
     });
@@ -170,6 +220,8 @@
     root.appendChild(caption);
     const stage = el("div", { id: "qkv-stage", class: "qkv-stage" });
     root.appendChild(stage);
+    const panel = el("div", { id: "qkv-panel", class: "qkv-panel" });
+    root.appendChild(panel);
 
     function fillOptions() {
       const k = kinds[state.kind], nL = k.weights.length, nH = k.weights[0].length;
@@ -183,26 +235,52 @@
       layerSel.value = state.layer; headSel.value = state.head;
     }
 
+    function showPanel() {
+      panel.textContent = "";
+      if (!state.cell || !QKV.panel) return;
+      QKV.panel(panel, data, kinds[state.kind], state.layer, state.head, state.cell[0], state.cell[1]);
+    }
+
+    function heatmap(matrix, k, withClick) {
+      const canvas = el("canvas", { id: "qkv-heatmap" });
+      stage.appendChild(canvas);
+      drawHeatmap(canvas, matrix, k.query_tokens, k.key_tokens, tooltip, {
+        mask: maskFor(data, k, state.layer),
+        selected: withClick ? state.cell : null,
+        onClick: withClick ? (q, kk) => { state.cell = [q, kk]; update(); } : null,
+      });
+    }
+
     function update() {
       if (state.view === "alignment") {
         const ci = kinds.findIndex((k) => k.name === "cross");
         if (state.kind !== ci) { state.kind = ci; kindSel.value = ci; fillOptions(); }
       }
       const k = kinds[state.kind];
+      if (state.cell && (state.cell[0] >= k.query_tokens.length || state.cell[1] >= k.key_tokens.length)) state.cell = null;
       viewButtons.forEach((b) => b.classList.toggle("qkv-active", b.dataset.view === state.view));
-      headSel.disabled = state.view !== "head";
-      layerSel.disabled = state.view === "model";
+      const lesson = state.view === "scaling" || state.view === "positions";
+      headSel.disabled = !(state.view === "head" || state.view === "lines");
+      layerSel.disabled = state.view === "model" || lesson;
+      kindSel.disabled = lesson;
       stage.textContent = "";
+      panel.textContent = "";
       tooltip.style.display = "none";
       const layer = k.weights[state.layer];
+      const who = state.head === "mean" ? "mean of the heads" : "head " + (Number(state.head) + 1);
       if (state.view === "head") {
         const matrix = state.head === "mean" ? meanHeads(layer) : layer[state.head];
-        const who = state.head === "mean" ? "mean of the heads" : "head " + (Number(state.head) + 1);
         caption.textContent = k.title + " — layer " + (state.layer + 1) + ", " + who +
-          ". Row = query (attends), column = key (attended to); each row sums to 1. Hover a cell.";
-        const canvas = el("canvas", { id: "qkv-heatmap" });
-        stage.appendChild(canvas);
-        drawHeatmap(canvas, matrix, k.query_tokens, k.key_tokens, tooltip);
+          ". Row = query (attends), column = key (attended to); each row sums to 1; hatched = masked " +
+          "(may not attend), not a weight of 0. Hover a cell; click one to see the arithmetic that made it.";
+        heatmap(matrix, k, true);
+        showPanel();
+      } else if (state.view === "lines") {
+        caption.textContent = k.title + " — layer " + (state.layer + 1) + ", " +
+          (state.head === "mean" ? "every head (one colour each)" : who) +
+          ". Queries on the left, keys on the right; line opacity = weight. Hover a token on the left for what " +
+          "it attends to, on the right for what attends to it.";
+        QKV.drawLines(stage, k, layer, state.head, maskFor(data, k, state.layer));
       } else if (state.view === "model") {
         caption.textContent = k.title + " — every layer (rows) and head (columns). Click one to open it.";
         const grid = el("div", { class: "qkv-grid", id: "qkv-grid" });
@@ -223,20 +301,29 @@
           });
         });
         stage.appendChild(grid);
-      } else {
+      } else if (state.view === "alignment") {
         const matrix = meanHeads(layer);
         caption.textContent = "Source–target alignment: cross-attention of layer " + (state.layer + 1) +
           " averaged over its " + layer.length + " heads (line opacity = weight).";
         const svg = svgEl("svg", { id: "qkv-align", class: "qkv-align" });
         stage.appendChild(svg);
         drawAlignment(svg, matrix, k.key_tokens, k.query_tokens);
-        const canvas = el("canvas", { id: "qkv-heatmap" });
-        stage.appendChild(canvas);
-        drawHeatmap(canvas, matrix, k.query_tokens, k.key_tokens, tooltip);
+        heatmap(matrix, k, false);
+      } else if (state.view === "scaling") {
+        caption.textContent = "Why Eq. 1 divides by √d_k (footnote 4 of §3.2.1): move the slider over d_k.";
+        QKV.drawScaling(stage, data.lessons.scaling);
+      } else {
+        caption.textContent = "The sinusoidal positional encoding of §3.5 and the similarity of positions.";
+        QKV.drawPositions(stage, data.lessons.positions, tooltip);
       }
+      layerSel.value = state.layer;
     }
 
-    kindSel.onchange = () => { state.kind = Number(kindSel.value); if (state.view === "alignment") state.view = "head"; fillOptions(); update(); };
+    kindSel.onchange = () => {
+      state.kind = Number(kindSel.value); state.cell = null;
+      if (state.view === "alignment") state.view = "head";
+      fillOptions(); update();
+    };
     layerSel.onchange = () => { state.layer = Number(layerSel.value); update(); };
     headSel.onchange = () => { state.head = headSel.value === "mean" ? "mean" : Number(headSel.value); update(); };
     fillOptions();
@@ -244,5 +331,7 @@
     root.dataset.ready = "1";
   }
 
-  window.QKV = { render: render, colour: colour, meanHeads: meanHeads };
+  window.QKV = Object.assign(window.QKV || {}, {
+    render: render, colour: colour, meanHeads: meanHeads, el: el, svgEl: svgEl, hatch: hatch, drawHeatmap: drawHeatmap,
+  });
 })();
