@@ -159,7 +159,9 @@ class CTranslate2Model:
         self.tgt_vocab = _read_vocabulary(path, "target")
         self.tgt_index = {token: i for i, token in enumerate(self.tgt_vocab)}
         info = path / EXPORT_INFO
-        self.max_len: int | None = json.loads(info.read_text(encoding="utf-8")).get("max_len") if info.is_file() else None
+        self.max_len: int | None = None  # positions the model knows (recorded by export_ctranslate2)
+        if info.is_file():
+            self.max_len = json.loads(info.read_text(encoding="utf-8")).get("max_len")
 
     def decode(
         self, sources: Sequence[Sequence[int]], *, beam_size: int = 1, alpha: float = 0.6, max_len_b: int = 50
