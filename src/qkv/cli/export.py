@@ -13,8 +13,10 @@ examples:
   qkv export --model runs/de-en/best --to ctranslate2 --quantization int8 --out exported/ct2-int8
   qkv export --model runs/de-en/best --to onnx --out exported/onnx
 
-then, e.g.:
-  python -c "from transformers import pipeline; print(pipeline('translation', 'exported/hf')('Ein Hund.'))"
+then, in Python:
+  tok = AutoTokenizer.from_pretrained("exported/hf"); hf = MarianMTModel.from_pretrained("exported/hf")
+  tok.batch_decode(hf.generate(**tok(["Ein Hund läuft."], return_tensors="pt")), skip_special_tokens=True)
+  ct2 = ctranslate2.Translator("exported/ct2")     # takes and returns tokens: tokenizer.json's strings
 
 Each format computes the qkv model itself (greedy outputs equal token for token; int8 is approximate);
 what a format cannot express is refused with the option named, exit 2, nothing written.
