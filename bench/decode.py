@@ -19,17 +19,30 @@ Multi30k test set of its source language — sorted by length into batches of ``
 ``qkv translate`` does; sentences then end at their own lengths:
 
     python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --batch 64 --n 1
+
+With ``--checkpoint`` the model is also exported (``qkv export``, issue 12) to a temporary folder and decoded
+by the engines people deploy with, side by side in the same run: Hugging Face ``generate()`` on the
+reloaded ``MarianMTModel`` folder, CTranslate2 in float32 and int8, and onnxruntime running the exported
+encoder / decoder-step graphs under qkv's own greedy and beam search. ``= qkv`` counts the outputs identical
+to qkv's output of the same search (greedy outputs must all be; beam searches differ in their length penalty
+and stopping rule: HF and CTranslate2 divide by |Y|^α). Every engine gets ``--threads`` threads:
+
+    python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --threads 2 --batch 64 --n 1 --cache-only
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import torch
 
 from _common import add_device_options, benchmark, setup_device
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths, strip_specials
+
+ENGINES = ("hf", "ct2", "ct2-int8", "onnx")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +61,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=3, help="timed repetitions of each measurement (default 3)")
     add_device_options(parser)
     parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face comparison")
+    parser.add_argument(
+        "--engines", default=",".join(ENGINES),
+        help="with --checkpoint: exported engines to run, comma-separated from hf,ct2,ct2-int8,onnx (default all)",
+    )
     parser.add_argument("--cache-only", action="store_true", help="skip the (slow) runs without the KV cache")
     parser.add_argument(
         "--checkpoint", default=None, help="a trained translation checkpoint folder (default: a random model)"
@@ -63,84 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# -- Hugging Face: a MarianMTModel with the qkv weights -----------------------------------------------------
-def to_marian(model: Transformer):
-    """A ``MarianMTModel`` computing the same function as ``model`` (post-LN, ReLU, sinusoidal positions)."""
-    from transformers import MarianConfig, MarianMTModel
-
-    c = model.config
-    if c.tie_embeddings != "all" or c.norm != "post" or c.positional != "sinusoidal":
-        raise ValueError("the Marian copy needs tie_embeddings='all', norm='post', positional='sinusoidal'")
-    hf_config = MarianConfig(
-        vocab_size=c.tgt_vocab_size,
-        decoder_vocab_size=c.tgt_vocab_size,
-        d_model=c.d_model,
-        encoder_layers=c.n_layers,
-        decoder_layers=c.decoder_layers,
-        encoder_attention_heads=c.n_heads,
-        decoder_attention_heads=c.n_heads,
-        encoder_ffn_dim=c.d_ff,
-        decoder_ffn_dim=c.d_ff,
-        activation_function=c.activation,
-        max_position_embeddings=c.max_len,
-        scale_embedding=True,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        pad_token_id=PAD,
-        bos_token_id=BOS,
-        eos_token_id=EOS,
-        decoder_start_token_id=BOS,
-        forced_eos_token_id=None,
-    )
-    hf = MarianMTModel(hf_config).eval()
-    ours = model.state_dict()
-    copy: dict[str, torch.Tensor] = {"model.shared.weight": ours["src_embed.embedding.weight"]}
-    projections = [f"{p}_proj.{w}" for p in ("q", "k", "v", "out") for w in ("weight", "bias")]
-
-    def attn(hf_prefix: str, our_prefix: str) -> None:
-        for name in projections:  # the same names on both sides
-            copy[f"{hf_prefix}.{name}"] = ours[f"{our_prefix}.{name}"]
-
-    def norm_ffn(hf_layer: str, our_layer: str, norms: dict[str, str]) -> None:
-        for hf_norm, our_norm in norms.items():
-            for w in ("weight", "bias"):
-                copy[f"{hf_layer}.{hf_norm}.{w}"] = ours[f"{our_layer}.{our_norm}.norm.{w}"]
-        for w in ("weight", "bias"):
-            copy[f"{hf_layer}.fc1.{w}"] = ours[f"{our_layer}.ffn.linear1.{w}"]
-            copy[f"{hf_layer}.fc2.{w}"] = ours[f"{our_layer}.ffn.linear2.{w}"]
-
-    for i in range(c.n_layers):
-        hf_layer, our_layer = f"model.encoder.layers.{i}", f"encoder.layers.{i}"
-        attn(f"{hf_layer}.self_attn", f"{our_layer}.self_attn")
-        norm_ffn(hf_layer, our_layer, {"self_attn_layer_norm": "attn_block", "final_layer_norm": "ffn_block"})
-    for i in range(c.decoder_layers):
-        hf_layer, our_layer = f"model.decoder.layers.{i}", f"decoder.layers.{i}"
-        attn(f"{hf_layer}.self_attn", f"{our_layer}.self_attn")
-        attn(f"{hf_layer}.encoder_attn", f"{our_layer}.cross_attn")
-        norm_ffn(
-            hf_layer,
-            our_layer,
-            {
-                "self_attn_layer_norm": "self_block",
-                "encoder_attn_layer_norm": "cross_block",
-                "final_layer_norm": "ffn_block",
-            },
-        )
-    table = model.src_pos.encodings(c.max_len)  # qkv's interleaved sin/cos table (Marian's is sin | cos)
-    copy["model.encoder.embed_positions.weight"] = table
-    copy["model.decoder.embed_positions.weight"] = table
-    with torch.no_grad():
-        params = dict(hf.named_parameters())
-        params.update(dict(hf.named_buffers()))
-        for name, value in copy.items():
-            params[name].copy_(value)
-        hf.lm_head.weight = hf.model.shared.weight  # make sure the output projection is the shared matrix
-    return hf
-
-
+# -- Hugging Face: a MarianMTModel with the qkv weights (qkv.interop.export_hf) ------------------------------
 def hf_generate(
     hf, src: torch.Tensor, max_new: int, beam: int, alpha: float, use_cache: bool
 ) -> list[list[int]]:
@@ -155,7 +95,8 @@ def hf_generate(
         suppress_tokens=[PAD, BOS],  # as qkv.decode: PAD and BOS are never outputs
         num_return_sequences=1,
     )  # (B, 1 + T): decoder_start (BOS), the tokens, EOS, then PAD
-    return strip_specials(out.tolist())
+    limits = ((src != PAD).sum(1) + max_new - int((src != PAD).sum(1).max())).tolist()  # qkv's own limits (§6.1)
+    return [y[:n] for y, n in zip(strip_specials(out.tolist()), limits)]  # greedy: exactly qkv's cut
 
 
 def random_setup(args, device: torch.device):
@@ -198,6 +139,95 @@ def checkpoint_setup(args, device: torch.device):
     return translator.model, batches, what, bleu
 
 
+def hf_model(args, model: Transformer, export_dir: Path | None, device: torch.device):
+    """The Hugging Face copy: the exported folder reloaded with ``from_pretrained`` (``--checkpoint``) or, for
+    a random model, ``qkv.interop.export_hf.to_marian`` in memory. ``None`` when transformers is missing."""
+    try:
+        import transformers
+    except ImportError:
+        print("Hugging Face comparison skipped: `transformers` is not installed (pip install transformers)")
+        return None
+    from qkv.interop.export_hf import to_marian
+
+    if export_dir is None:
+        hf, how = to_marian(model), "MarianMTModel with the same weights"
+    else:
+        from qkv.interop.export import export
+
+        transformers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.set_verbosity_error()  # not one "max_new_tokens overrides max_length" per batch
+        export(args.checkpoint, "hf", export_dir / "hf")
+        hf = transformers.MarianMTModel.from_pretrained(export_dir / "hf")
+        how = f"MarianMTModel exported by qkv export and reloaded from {export_dir / 'hf'}"
+    hf = hf.to(device).eval()
+    return hf, f"transformers {transformers.__version__}: {how}"
+
+
+def engine_runs(args, batches: list[torch.Tensor], export_dir: Path, engines: list[str]) -> dict:
+    """Decoders of the exported CTranslate2 (float32, int8) and ONNX models: name -> a function of all batches."""
+    from qkv.interop.export import export
+
+    threads = torch.get_num_threads()
+    sources = [[[t for t in row if t != PAD][:-1] for row in src.tolist()] for src in batches]  # ids, no EOS
+    runs = {}
+    searches = ((1, "greedy"), (args.beam, f"beam {args.beam}"))
+    for engine, quantization in (("ct2", "float32"), ("ct2-int8", "int8")):
+        if engine not in engines:
+            continue
+        import ctranslate2
+
+        from qkv.interop.export_ctranslate2 import CTranslate2Model
+
+        export(args.checkpoint, "ctranslate2", export_dir / engine, quantization=quantization)
+        ct2 = CTranslate2Model(export_dir / engine, threads=threads)
+        print(f"CTranslate2 {ctranslate2.__version__} {quantization}: exported to {export_dir / engine}")
+        for beam, label in searches:
+            kwargs = dict(beam_size=beam, alpha=args.alpha, max_len_b=args.max_len_b)
+            runs[f"CTranslate2 {quantization} {label}"] = lambda ct2=ct2, kwargs=kwargs: [
+                y for ids in sources for y in ct2.decode(ids, **kwargs)
+            ]
+    if "onnx" in engines:
+        import onnxruntime
+
+        from qkv.interop.export_onnx import OnnxTransformer
+
+        export(args.checkpoint, "onnx", export_dir / "onnx")
+        onnx_model = OnnxTransformer(export_dir / "onnx", threads=threads)
+        print(f"onnxruntime {onnxruntime.__version__}: exported to {export_dir / 'onnx'}, qkv's searches on top")
+        runs["onnxruntime greedy"] = lambda: [
+            y for src in batches for y in greedy_search(onnx_model, src.cpu(), max_len_b=args.max_len_b)
+        ]
+        runs[f"onnxruntime beam {args.beam}"] = lambda: [
+            y for src in batches for y in beam_search(
+                onnx_model, src.cpu(), beam_size=args.beam, alpha=args.alpha, max_len_b=args.max_len_b
+            )
+        ]
+    return runs
+
+
+def print_table(runs: dict, args, limits: list[int], n_sentences: int, bleu, device) -> dict:
+    """Time every run (one warm-up whose outputs are kept, then ``--n`` timed runs); one row each."""
+    results = {}
+    print(
+        f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/run':>8}"
+        + ("  BLEU" if bleu else "") + f"  {'= qkv':>9}"
+    )
+    for name, fn in runs.items():
+        with torch.inference_mode():
+            outputs = fn()  # the warm-up, and the outputs compared below
+            seconds = benchmark(fn, device, warmup=0, iters=args.n).mean
+        n_tokens = sum(len(y) + (len(y) < limit) for y, limit in zip(outputs, limits))  # + EOS, when there was one
+        results[name] = (seconds, outputs)
+        search = "greedy" if name.endswith("greedy") else f"beam {args.beam}"
+        reference = results.get(f"qkv {search}", (None, None))[1]
+        same = "" if reference is None else f"{sum(x == y for x, y in zip(outputs, reference))}/{n_sentences}"
+        print(
+            f"{name:32} {n_sentences / seconds:9.1f} {n_tokens / seconds:10.0f} {n_tokens:8d} {seconds:8.3f}"
+            + (f"  {bleu(outputs):4.1f}" if bleu else "") + f"  {same:>9}"
+        )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device, _ = setup_device(args)
@@ -224,25 +254,21 @@ def main(argv: list[str] | None = None) -> int:
         runs[f"qkv beam {args.beam}" + suffix] = over_batches(
             lambda src, cache=cache: beam_search(model, src, **beam_kwargs, use_cache=cache)
         )
-    hf = None
-    if not args.no_hf:
-        try:
-            import transformers
-        except ImportError:
-            print(
-                "Hugging Face comparison skipped: `transformers` is not installed (pip install transformers)"
-            )
-        else:
-            hf = to_marian(model).to(device)
+    engines = [e for e in args.engines.split(",") if e and not (e == "hf" and args.no_hf)]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise SystemExit(f"--engines: unknown {unknown}; expected some of {','.join(ENGINES)}")
+    with tempfile.TemporaryDirectory(prefix="qkv-export-") as tmp:
+        export_dir = Path(tmp) if args.checkpoint else None
+        hf = hf_model(args, model, export_dir, device) if "hf" in engines else None
+        if hf is not None:
+            hf, line = hf
             src = batches[-1][:2]
             with torch.no_grad():
                 tgt = torch.randint(4, config.tgt_vocab_size, (2, 7)).to(device)
                 hf_logits = hf(input_ids=src, attention_mask=(src != PAD).long(), decoder_input_ids=tgt).logits
                 diff = (hf_logits - model(src, tgt)).abs().max()
-            print(
-                f"transformers {transformers.__version__}: MarianMTModel with the same weights, "
-                f"max |logit difference| = {diff:.2e}"
-            )
+            print(f"{line}, max |logit difference| = {diff:.2e}")
             for beam, label in ((1, "greedy"), (args.beam, f"beam {args.beam}")):
                 for cache in caches:
                     name = f"HF generate {label}" + ("" if cache else ", no cache")
@@ -251,27 +277,22 @@ def main(argv: list[str] | None = None) -> int:
                             hf, src, int((src != PAD).sum(1).max()) + args.max_len_b, beam, args.alpha, cache
                         )
                     )
+        if export_dir is not None:
+            runs.update(engine_runs(args, batches, export_dir, [e for e in engines if e != "hf"]))
+        limits = [int(n) for src in batches for n in max_output_lengths(model, src, args.max_len_b)]
+        results = print_table(runs, args, limits, n_sentences, bleu, device)
+    print_summary(results, args, caches, n_sentences, hf is not None)
+    return 0
 
-    limits = [int(n) for src in batches for n in max_output_lengths(model, src, args.max_len_b)]
-    results = {}
-    print(f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/run':>8}" + ("  BLEU" if bleu else ""))
-    for name, fn in runs.items():
-        with torch.inference_mode():
-            outputs = fn()  # the warm-up, and the outputs compared below
-            seconds = benchmark(fn, device, warmup=0, iters=args.n).mean
-        n_tokens = sum(len(y) + (len(y) < limit) for y, limit in zip(outputs, limits))  # + EOS, when there was one
-        results[name] = (seconds, outputs)
-        print(
-            f"{name:32} {n_sentences / seconds:9.1f} {n_tokens / seconds:10.0f} {n_tokens:8d} {seconds:8.3f}"
-            + (f"  {bleu(outputs):.1f}" if bleu else "")
-        )
 
+def print_summary(results: dict, args, caches, n_sentences: int, with_hf: bool) -> None:
+    """The KV cache speed-ups and every other decoder's speed relative to qkv's same search."""
     print()
     beam_name = f"qkv beam {args.beam}"
     if not args.cache_only:
         for name in ("qkv greedy", beam_name):
             print(f"KV cache speed-up, {name[4:]}: {results[name + ', no cache'][0] / results[name][0]:.2f}x")
-    if hf is not None:
+    if with_hf:
         for qkv_name, hf_name in (
             ("qkv greedy", "HF generate greedy"),
             (beam_name, f"HF generate beam {args.beam}"),
@@ -283,7 +304,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"qkv / HF {qkv_name[4:] + suffix:18}: {b[0] / a[0]:.2f}x the speed of HF; "
                     f"identical outputs {same}/{n_sentences}"
                 )
-    return 0
+    for name, (seconds, _) in results.items():
+        if name.startswith(("CTranslate2", "onnxruntime")):
+            search = "greedy" if name.endswith("greedy") else f"beam {args.beam}"
+            print(f"qkv {search} vs {name}: qkv at {seconds / results[f'qkv {search}'][0]:.2f}x its speed")
 
 
 if __name__ == "__main__":

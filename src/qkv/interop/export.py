@@ -1,0 +1,54 @@
+"""``export(model_dir, to, out)``: one qkv translation checkpoint to Hugging Face, CTranslate2 or ONNX.
+
+Every exporter first checks that its format computes the qkv model exactly and refuses, naming the option,
+what it cannot express (:class:`~qkv.interop.export_common.ExportError`); nothing is written then. The output
+folder is filled atomically.
+
+    Format        what is written                                       what it cannot express
+    hf            MarianMTModel + tokenizer (from_pretrained)          pre-LN, learned positions, eps != 1e-5,
+                                                                        separate vocabularies
+    ctranslate2   CTranslate2 TransformerSpec (float32|int16|int8)      (every qkv Transformer)
+    onnx          encoder.onnx + decoder_step.onnx (KV cache in/out)    (every qkv Transformer)
+
+The RNN baselines and the encoder-only models are refused by every format.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from qkv.interop.export_common import ExportError, load_exportable
+
+FORMATS = ("hf", "ctranslate2", "onnx")
+
+
+def export(
+    model_dir: str | Path, to: str, out: str | Path, *, quantization: str = "float32", overwrite: bool = False
+) -> Path:
+    """Export the checkpoint folder ``model_dir`` to format ``to`` in the folder ``out``; returns ``out``.
+
+    Args:
+        model_dir: a qkv translation checkpoint (``config.json``, ``model.safetensors``, tokenizer files).
+        to: ``hf``, ``ctranslate2`` or ``onnx``.
+        out: the folder to write (must be absent or empty unless ``overwrite``).
+        quantization: CTranslate2 only: ``float32`` (exact), ``int16`` or ``int8``.
+
+    Raises:
+        ExportError: the format cannot express the model (one line naming the option), or ``out`` is taken.
+    """
+    if to not in FORMATS:
+        raise ExportError(f"unknown export format {to!r}; expected one of {', '.join(FORMATS)}")
+    if quantization != "float32" and to != "ctranslate2":
+        raise ExportError(f"--quantization {quantization} applies to --to ctranslate2 only, not {to}")
+    exportable = load_exportable(model_dir)
+    if to == "hf":
+        from qkv.interop.export_hf import export_hf
+
+        return export_hf(exportable, out, overwrite=overwrite)
+    if to == "ctranslate2":
+        from qkv.interop.export_ctranslate2 import export_ctranslate2
+
+        return export_ctranslate2(exportable, out, quantization=quantization, overwrite=overwrite)
+    from qkv.interop.export_onnx import export_onnx
+
+    return export_onnx(exportable, out, overwrite=overwrite)
