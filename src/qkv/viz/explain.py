@@ -189,7 +189,7 @@ def explain_head(
     if len(tokens) != s:
         raise ValueError(f"got {len(tokens)} token labels for the {s} positions the encoder sees")
     mask = (
-        torch.ones(s, s, dtype=torch.bool) if key_mask is None else key_mask.reshape(-1)[None, :].expand(s, s)
+        torch.ones(s, s, dtype=torch.bool) if key_mask is None else key_mask[0, 0].expand(s, s)
     )
 
     # X by hand: embeddings ×√d_model + positions, then the earlier layers (each output feeds the next)
