@@ -201,3 +201,33 @@ def test_hard_model_trains_with_gradients_everywhere():
     logits.logsumexp(-1).sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_qkv_attention_draws_the_band_of_a_windowed_model(tmp_path, capsys):
+    import numpy as np
+
+    from qkv.cli import main
+    from qkv.data.tokenizer import TokenizerPair
+    from qkv.train.checkpoint import save_checkpoint
+    from qkv.viz.maps import load_matrices
+
+    src_texts = ["ein kleiner hund läuft schnell über die grüne wiese", "eine frau liest ein buch"]
+    tgt_texts = ["a small dog runs fast across the green meadow", "a woman reads a book"]
+    pair = TokenizerPair.train(src_texts, tgt_texts, vocab_size=60, model="word")
+    cfg = TransformerConfig.preset(
+        "tiny", src_vocab_size=pair.src.vocab_size, tgt_vocab_size=pair.tgt.vocab_size, attention_window=2
+    )
+    folder = save_checkpoint(tmp_path / "local", Transformer(cfg).eval(), tokenizers=pair)
+    out = tmp_path / "att"
+    argv = ["attention", src_texts[0], "--target", tgt_texts[0], "--model", str(folder), "--out", str(out),
+            "--formats", "png"]
+    assert main(argv) == 0
+    kinds = {k.name: k for k in load_matrices(out / "attention.npz")}
+    enc = kinds["encoder_self"].weights  # (L, H, S, S)
+    i = np.arange(enc.shape[-1])
+    assert enc.shape[-1] > 5 and (enc[..., np.abs(i[:, None] - i[None, :]) > 2] == 0).all()
+    assert (enc[..., np.abs(i[:, None] - i[None, :]) <= 2] > 0).all()  # inside the band every weight counts
+    dec = kinds["decoder_self"].weights  # (L, H, T, T)
+    j = np.arange(dec.shape[-1])
+    assert (dec[..., (j[:, None] - j[None, :] > 2) | (j[None, :] > j[:, None])] == 0).all()
+    assert (out / "encoder_self_layer1.png").is_file()

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints, config_preset, is_int, is_number
-from qkv.nn.embedding import TokenEmbedding, check_token_ids
 from qkv.nn.attention import ATTENTIONS
+from qkv.nn.embedding import TokenEmbedding, check_token_ids
 from qkv.nn.layers import DecoderLayer, EncoderLayer, LayerCache
 from qkv.nn.masks import combine_masks, local_mask, padding_mask
 from qkv.nn.positional import PositionalEncoding
