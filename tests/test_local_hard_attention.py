@@ -231,3 +231,16 @@ def test_qkv_attention_draws_the_band_of_a_windowed_model(tmp_path, capsys):
     j = np.arange(dec.shape[-1])
     assert (dec[..., (j[:, None] - j[None, :] > 2) | (j[None, :] > j[:, None])] == 0).all()
     assert (out / "encoder_self_layer1.png").is_file()
+
+
+@pytest.mark.parametrize("overrides", [dict(attention="hard"), dict(attention_window=1)])
+def test_explain_head_by_hand_matches_hard_and_windowed_models(overrides):
+    from qkv.viz.explain import explain_head
+
+    model = tiny(**overrides)
+    walk = explain_head(model, torch.tensor([[5, 6, 7, 8, 9, 2]]), layer=1, head=1)
+    assert walk.max_abs_diff < 1e-5
+    if "attention_window" in overrides:
+        assert not walk.mask[0, 2] and walk.mask[0, 1] and (walk.weights[0, 2:] == 0).all()
+    else:
+        assert set(walk.weights.unique().tolist()) <= {0.0, 1.0}

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from qkv.nn.attention import hard_attention_weights
 from qkv.nn.layers import EncoderLayer
 
 
@@ -107,6 +108,8 @@ def _attend_by_hand(x: Tensor, mha, head: int, mask: Tensor):
     scaled = scores / math.sqrt(mha.d_head)
     weights = torch.softmax(scaled.masked_fill(~mask, float("-inf")), dim=-1)  # (S, S)
     weights = torch.nan_to_num(weights)  # a row with no allowed key: zeros, as in the library
+    if mha.attention == "hard":  # hard attention (option): one-hot on each row's best key, as the model does
+        weights = hard_attention_weights(weights)
     return dict(
         w_q=w_q,
         w_k=w_k,
