@@ -269,3 +269,82 @@ def test_shared_decoding_runs_on_the_baselines():
         assert qkv.decode.greedy_search(model, src, max_len_b=3, use_cache=False) == greedy_out
         beams = qkv.decode.beam_search(model, src, beam_size=3, max_len_b=3)
         assert len(beams) == 3 and all(isinstance(t, int) for row in beams for t in row)
+
+
+# -- the other direction: bidirectional LSTM, one-way GRU + attention (flagged options) ---------------------
+FLIPPED = [("rnn", True), ("rnn-attention", False)]
+
+
+def test_bidirectional_config_resolves_each_papers_choice():
+    assert not RNNConfig("rnn", 10, 10).bidirectional_encoder and RNNConfig("rnn", 10, 10).directions == 1
+    assert RNNConfig("rnn-attention", 10, 10).bidirectional_encoder
+    bi = RNNConfig("rnn", 10, 10, bidirectional=True)
+    assert bi.directions == 2 and not bi.reverses_source  # a bidirectional encoder reads both ways anyway
+    assert RNNConfig.from_dict(bi.to_dict()) == bi
+    old = {k: v for k, v in RNNConfig("rnn", 10, 10).to_dict().items() if k != "bidirectional"}
+    assert RNNConfig.from_dict(old) == RNNConfig("rnn", 10, 10)  # configs saved before the option
+    with pytest.raises(ConfigError, match="bidirectional"):
+        RNNConfig("rnn", 10, 10, bidirectional="yes")
+    with pytest.raises(ConfigError, match="reverse_source=True needs a one-way encoder"):
+        RNNConfig("rnn", 10, 10, bidirectional=True, reverse_source=True)
+
+
+@pytest.mark.parametrize("arch, bidirectional", FLIPPED)
+def test_flipped_direction_shapes_and_state(arch, bidirectional):
+    model = small(arch, bidirectional=bidirectional)
+    src, tgt = padded_batch()
+    mask = model.src_mask(src)
+    memory = model.encode(src, mask)
+    if arch == "rnn":  # both directions' final states, concatenated per layer: a 2H-wide decoder
+        assert model.encoder.bidirectional and memory.shape == (3, 1, 2 * 2 * 48)
+        h0, c0 = model.initial_state(memory)
+        assert h0.shape == c0.shape == (2, 3, 48) and model.decoder.hidden_size == 48
+        _, (h, _) = model.encoder(model.src_embed(src[2:, :2]))  # row 2 alone: 2 real tokens, no padding
+        torch.testing.assert_close(h0[:, 2, :24], h[0::2, 0])  # → of each layer
+        torch.testing.assert_close(h0[:, 2, 24:], h[1::2, 0])  # ← of each layer
+    else:  # one-way annotations; s_0 from the state after the last real token
+        assert not model.encoder.bidirectional and memory.shape == (3, 5, 24)
+        assert (memory[1, 3:] == 0).all() and (memory[1, 2] != 0).any()
+    logits, maps = model(src, tgt, return_attention=True)
+    assert logits.shape == (3, 4, 30)
+    assert len(maps.cross) == (0 if arch == "rnn" else 1)
+
+
+@pytest.mark.parametrize("arch, bidirectional", FLIPPED)
+def test_flipped_direction_padding_does_not_change_results(arch, bidirectional):
+    model = small(arch, bidirectional=bidirectional)
+    src, tgt = padded_batch()
+    batched = model(src, tgt)
+    for i in range(3):
+        s_len, t_len = int((src[i] != PAD).sum()), int((tgt[i] != PAD).sum())
+        alone = model(src[i : i + 1, :s_len], tgt[i : i + 1, :t_len])
+        torch.testing.assert_close(batched[i : i + 1, :t_len], alone, atol=1e-5, rtol=1e-5)
+    changed = src.clone()
+    changed[1, 0] = 20
+    assert (model(src, tgt) - model(changed, tgt))[1].abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("arch, bidirectional", FLIPPED)
+def test_flipped_direction_incremental_equals_full_and_beam_search_runs(arch, bidirectional):
+    model = small(arch, bidirectional=bidirectional)
+    src, tgt = padded_batch()
+    mask = model.src_mask(src)
+    memory = model.encode(src, mask)
+    full = model.decode(tgt, memory, mask)
+    cache = model.new_cache()
+    steps = [model.decode(tgt[:, i : i + 1], memory, mask, cache=cache) for i in range(tgt.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    greedy_out = qkv.decode.greedy_search(model, src, max_len_b=3)
+    assert qkv.decode.beam_search(model, src, beam_size=1, max_len_b=3) == greedy_out
+    beams = qkv.decode.beam_search(model, src, beam_size=3, max_len_b=3)
+    assert len(beams) == 3 and all(isinstance(t, int) for row in beams for t in row)
+
+
+@pytest.mark.parametrize("arch, bidirectional", FLIPPED)
+def test_flipped_direction_gradients_reach_all_parameters(arch, bidirectional):
+    model = small(arch, bidirectional=bidirectional, dropout=0.1).train()
+    src, tgt = padded_batch()
+    logits = model(src, tgt)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt.roll(-1, 1).flatten(), ignore_index=PAD).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name

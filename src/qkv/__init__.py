@@ -13,6 +13,7 @@ from qkv.nn import (
     TokenEmbedding,
     causal_mask,
     combine_masks,
+    local_mask,
     padding_mask,
     scaled_dot_product_attention,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "TransformerConfig",
     "causal_mask",
     "combine_masks",
+    "local_mask",
     "padding_mask",
     "scaled_dot_product_attention",
 ]

@@ -10,7 +10,7 @@ def register(sub) -> None:
         "explain",
         help="walk through one attention head by hand (X, W_Q/W_K/W_V, Q·Kᵀ, √d_k, softmax, W_O), checked",
     )
-    p.add_argument("sentence", help="a short source sentence")
+    p.add_argument("sentence", nargs="?", help="a short source sentence")
     p.add_argument(
         "--model", help="checkpoint folder (default: a small seeded model with a word-level vocabulary)"
     )
@@ -18,6 +18,11 @@ def register(sub) -> None:
     p.add_argument("--head", type=int, default=1, help="head, counted from 1 (default 1)")
     p.add_argument("--decimals", type=int, default=3, help="decimals in the tables (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the demo model (default 0)")
+    p.add_argument(
+        "--hash-table",
+        action="store_true",
+        help="instead: attention as a soft hash table (exact lookup vs softmax(q·K/√d_k)·V, a temperature sweep)",
+    )
     p.set_defaults(func=run)
 
 
@@ -35,10 +40,14 @@ def run(args) -> int:
         word_level_demo,
     )
 
-    if not args.sentence.strip():
-        raise CliError("the sentence is empty")
     if not 0 <= args.decimals <= 8:
         raise CliError(f"--decimals must be 0 … 8, got {args.decimals}")
+    if args.hash_table:
+        from qkv.cli.hashtable import run_hash_table
+
+        return run_hash_table(args)
+    if args.sentence is None or not args.sentence.strip():
+        raise CliError("the sentence is empty" if args.sentence is not None else "give a sentence (or --hash-table)")
     if args.model is None:
         model, src, tokens = word_level_demo(args.sentence, seed=args.seed)
         print(

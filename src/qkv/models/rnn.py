@@ -26,9 +26,19 @@ Both models have the interface of :class:`qkv.Transformer` (``encode``, ``src_ma
 ``new_cache``, ``forward``, ``log_probs``, ``num_parameters``, ``config``), so the same training loop,
 greedy/beam search and scoring run on them unchanged. What ``memory`` holds:
 
-- ``rnn``: ``(B, 1, 2·L·H)``, the encoder's final ``(h, c)`` of every layer flattened into one vector per
+- ``rnn``: ``(B, 1, 2·L·H)`` (``2·L·2H`` bidirectional), the encoder's final ``(h, c)`` of every layer
+  flattened into one vector per
   sentence (the fixed-size bottleneck of Sutskever et al.); ``memory_mask`` is accepted and ignored.
-- ``rnn-attention``: ``(B, S, 2H)``, the annotations; ``memory_mask`` ``(B, 1, 1, S)`` hides the padding.
+- ``rnn-attention``: ``(B, S, 2H)`` (``H`` one-way), the annotations; ``memory_mask`` ``(B, 1, 1, S)`` hides
+  the padding.
+
+Bidirectional or not (``RNNConfig.bidirectional``, flagged options beside each paper's choice):
+
+- ``rnn`` with ``bidirectional=True``: a bidirectional LSTM reads the source both ways (not reversed) and each
+  layer's final forward and backward states are concatenated, ``h = [→h_S ; ←h_1]`` (and the same for c), so
+  the decoder LSTM is ``2H`` wide and starts from exactly those concatenated states (no bridge layer).
+- ``rnn-attention`` with ``bidirectional=False``: a one-way GRU writes the annotations ``h_j = →h_j`` ``(B, S,
+  H)`` and the decoder starts from ``s_0 = tanh(W_s →h_S)``, the state after the last real source token.
 
 Memory is a plain tensor, so beam search can expand and reorder it with ``index_select(0, …)``. The decoder's
 initial state is computed *from memory* on the first :meth:`decode` call of a fresh :class:`RNNCache` (or on
@@ -84,6 +94,9 @@ class RNNConfig(ConfigMixin):
         init: ``"paper"`` (each paper's initialisation, see ``reset_parameters``) or ``"pytorch"`` (flagged
             option: PyTorch's default initialisation of each layer). The papers' small initial weights were
             tuned for days of SGD/Adadelta; with Adam on a small task ``"pytorch"`` learns far faster.
+        bidirectional: whether the encoder reads the source both ways. ``None`` means the paper's choice:
+            False for ``rnn`` (Sutskever: one way, reversed), True for ``rnn-attention`` (Bahdanau). The other
+            value is a flagged option (see the module docstring for how the decoder then starts).
 
     Example:
         >>> cfg = RNNConfig("rnn-attention", src_vocab_size=100, tgt_vocab_size=100, d_hidden=32)
@@ -101,6 +114,7 @@ class RNNConfig(ConfigMixin):
     pad_id: int = 0
     reverse_source: bool | None = None
     init: str = "paper"
+    bidirectional: bool | None = None
 
     def __post_init__(self) -> None:
         check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
@@ -119,11 +133,31 @@ class RNNConfig(ConfigMixin):
             "reverse_source=True is only for arch='rnn'; the attention model reads the source both ways",
         )
         check(self.init in INITS, f"init must be one of {INITS}, got {self.init!r}")
+        check(
+            self.bidirectional in (None, True, False),
+            f"bidirectional must be true, false or null, got {self.bidirectional!r}",
+        )
+        check(
+            not (self.bidirectional_encoder and self.reverse_source),
+            "reverse_source=True needs a one-way encoder (bidirectional=False): a bidirectional one reads both ways",
+        )
 
     @property
     def reverses_source(self) -> bool:
         """Whether the encoder reads the source backwards (resolves ``reverse_source=None``)."""
-        return self.arch == "rnn" if self.reverse_source is None else self.reverse_source
+        if self.reverse_source is None:
+            return self.arch == "rnn" and not self.bidirectional_encoder
+        return self.reverse_source
+
+    @property
+    def bidirectional_encoder(self) -> bool:
+        """Whether the encoder reads the source both ways (resolves ``bidirectional=None``)."""
+        return self.arch == "rnn-attention" if self.bidirectional is None else self.bidirectional
+
+    @property
+    def directions(self) -> int:
+        """1 or 2: how many directions the encoder reads (the width factor of its states)."""
+        return 2 if self.bidirectional_encoder else 1
 
     @classmethod
     def preset(cls, name: str, arch: str, **overrides: Any) -> Self:
@@ -269,7 +303,8 @@ class LSTMEncoderDecoder(RNNEncoderDecoder):
 
     Shape:
         - src ``(B, S)``, tgt ``(B, T)`` right-padded token ids.
-        - ``encode`` -> memory ``(B, 1, 2·L·H)``: final ``(h, c)`` of every encoder layer.
+        - ``encode`` -> memory ``(B, 1, 2·L·H')``: final ``(h, c)`` of every encoder layer, ``H' = H`` one-way
+          or ``2H`` bidirectional (``[→h_S ; ←h_1]``, which is also the decoder's width).
         - ``decode`` / ``forward`` -> logits ``(B, T, V)``.
 
     Example:
@@ -284,9 +319,10 @@ class LSTMEncoderDecoder(RNNEncoderDecoder):
         super().__init__(config)
         c = config
         between = c.dropout if c.n_layers > 1 else 0.0
-        self.encoder = nn.LSTM(c.d_embed, c.d_hidden, c.n_layers, batch_first=True, dropout=between)
-        self.decoder = nn.LSTM(c.d_embed, c.d_hidden, c.n_layers, batch_first=True, dropout=between)
-        self.generator = nn.Linear(c.d_hidden, c.tgt_vocab_size)
+        bi = c.bidirectional_encoder
+        self.encoder = nn.LSTM(c.d_embed, c.d_hidden, c.n_layers, batch_first=True, dropout=between, bidirectional=bi)
+        self.decoder = nn.LSTM(c.d_embed, self.d_state, c.n_layers, batch_first=True, dropout=between)
+        self.generator = nn.Linear(self.d_state, c.tgt_vocab_size)
         self.reset_parameters()
 
     def _paper_init(self) -> None:
@@ -295,8 +331,13 @@ class LSTMEncoderDecoder(RNNEncoderDecoder):
             nn.init.uniform_(p, -0.08, 0.08)
 
     @property
+    def d_state(self) -> int:
+        """Width of one layer's state: H, or 2H for a bidirectional encoder (both directions concatenated)."""
+        return self.config.directions * self.config.d_hidden
+
+    @property
     def memory_width(self) -> int:
-        return 2 * self.config.n_layers * self.config.d_hidden
+        return 2 * self.config.n_layers * self.d_state
 
     def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):
         """Encode ``src`` ``(B, S)`` -> memory ``(B, 1, 2·L·H)`` (and ``[]``: an LSTM has no attention maps).
@@ -308,15 +349,18 @@ class LSTMEncoderDecoder(RNNEncoderDecoder):
         if self.config.reverses_source:
             src = reverse_padded(src, lengths)  # x_S … x_1, padding still at the end
         x = self.dropout(self.src_embed(src))  # (B, S, E)
-        _, (h, c) = run_packed(self.encoder, x, lengths)  # 2 × (L, B, H), at each row's last real token
-        state = torch.cat([h, c], dim=0)  # (2L, B, H)
-        memory = state.transpose(0, 1).reshape(src.shape[0], 1, self.memory_width)  # (B, 1, 2LH)
+        _, (h, c) = run_packed(self.encoder, x, lengths)  # 2 × (dirs·L, B, H), at each row's last real token
+        b, L, dirs = src.shape[0], self.config.n_layers, self.config.directions
+        # (dirs·L, B, H) -> (L, B, dirs·H): per layer [→h_S ; ←h_1] (PyTorch orders layer-major, forward first)
+        h, c = (t.view(L, dirs, b, -1).transpose(1, 2).reshape(L, b, self.d_state) for t in (h, c))
+        state = torch.cat([h, c], dim=0)  # (2L, B, H')
+        memory = state.transpose(0, 1).reshape(b, 1, self.memory_width)  # (B, 1, 2LH')
         return (memory, []) if return_attention else memory
 
     def initial_state(self, memory: Tensor) -> tuple[Tensor, Tensor]:
-        """The decoder's ``(h_0, c_0)``, each ``(L, B, H)``: the encoder's final states, from memory."""
+        """The decoder's ``(h_0, c_0)``, each ``(L, B, H')``: the encoder's final states, from memory."""
         self._check_memory(memory, self.memory_width)
-        b, L, H = memory.shape[0], self.config.n_layers, self.config.d_hidden
+        b, L, H = memory.shape[0], self.config.n_layers, self.d_state
         state = memory[:, 0].reshape(b, 2 * L, H).transpose(0, 1)  # (B, 2LH) -> (2L, B, H)
         return state[:L].contiguous(), state[L:].contiguous()
 
@@ -385,6 +429,7 @@ class AdditiveAttention(nn.Module):
 class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
     """Bahdanau et al. (2015), RNNsearch: bidirectional GRU encoder, additive attention, GRU decoder.
 
+    With ``bidirectional=False`` (flagged option) the encoder GRU reads one way and the annotations are H wide.
     With ``n_layers > 1`` (flagged: the paper has one layer) both GRUs are stacked; the attention query is
     the top decoder layer's state and only the first decoder layer reads ``[E y_{t-1}; c_t]``.
 
@@ -393,7 +438,8 @@ class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
 
     Shape:
         - src ``(B, S)``, tgt ``(B, T)`` right-padded token ids.
-        - ``encode`` -> memory ``(B, S, 2H)``: the annotations ``[→h_j; ←h_j]`` (zero at padding).
+        - ``encode`` -> memory ``(B, S, 2H)``: the annotations ``[→h_j; ←h_j]`` (zero at padding); ``(B, S, H)``
+          one-way.
         - ``decode`` / ``forward`` -> logits ``(B, T, V)``; alignment weights ``(B, 1, T, S)``.
 
     Example:
@@ -410,12 +456,13 @@ class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
         c = config
         E, H, L = c.d_embed, c.d_hidden, c.n_layers
         between = c.dropout if L > 1 else 0.0
-        self.encoder = nn.GRU(E, H, L, batch_first=True, bidirectional=True, dropout=between)
+        A = c.directions * H  # width of an annotation: 2H (paper) or H one-way
+        self.encoder = nn.GRU(E, H, L, batch_first=True, bidirectional=c.bidirectional_encoder, dropout=between)
         self.init_proj = nn.Linear(H, L * H)  # W_s: s_0 = tanh(W_s ←h_1), one slice per decoder layer
-        self.attention = AdditiveAttention(d_query=H, d_key=2 * H, d_attention=H)
-        self.cells = nn.ModuleList(nn.GRUCell(E + 2 * H if i == 0 else H, H) for i in range(L))
+        self.attention = AdditiveAttention(d_query=H, d_key=A, d_attention=H)
+        self.cells = nn.ModuleList(nn.GRUCell(E + A if i == 0 else H, H) for i in range(L))
         # Deep output (Appendix A.2.2): t = maxout(U_o s_t + V_o E y_{t-1} + C_o c_t), pool size 2, width E.
-        self.readout = nn.Linear(H + E + 2 * H, 2 * E)
+        self.readout = nn.Linear(H + E + A, 2 * E)
         self.generator = nn.Linear(E, c.tgt_vocab_size)  # W_o
         self.reset_parameters()
 
@@ -443,14 +490,22 @@ class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
         annotations, _ = run_packed(self.encoder, x, lengths)  # (B, S, 2H) = [→h_j ; ←h_j]
         return (annotations, []) if return_attention else annotations
 
-    def _start(self, memory: Tensor, cache: RNNCache | None) -> tuple[Tensor, Tensor]:
-        """``(s (L, B, H), keys (B, S, H))`` from the cache, or s_0 = tanh(W_s ←h_1) and U_a h_j."""
+    def _start(self, memory: Tensor, cache: RNNCache | None, mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(s (L, B, H), keys (B, S, H))`` from the cache, or s_0 = tanh(W_s ←h_1) and U_a h_j.
+
+        One-way, s_0 = tanh(W_s →h_S) with →h_S the annotation of the last real token (from ``mask`` ``(B, S)``;
+        without a mask every position is taken as real)."""
         if cache is not None and cache.h is not None:
             return cache.h, cache.keys
         H, L = self.config.d_hidden, self.config.n_layers
-        self._check_memory(memory, 2 * H)
-        backward_first = memory[:, 0, H:]  # (B, H) = ←h_1, which has read the whole sentence
-        s0 = torch.tanh(self.init_proj(backward_first))  # (B, L·H)
+        self._check_memory(memory, self.config.directions * H)
+        if self.config.bidirectional_encoder:
+            summary = memory[:, 0, H:]  # (B, H) = ←h_1, which has read the whole sentence
+        else:
+            last = memory.shape[1] - 1 if mask is None else mask.sum(-1).clamp(min=1) - 1  # (B,) or int
+            rows = torch.arange(memory.shape[0], device=memory.device)
+            summary = memory[rows, last]  # (B, H) = →h_S, the state after the last real token
+        s0 = torch.tanh(self.init_proj(summary))  # (B, L·H)
         s0 = s0.view(-1, L, H).transpose(0, 1).contiguous()  # (L, B, H)
         return s0, self.attention.project_keys(memory)
 
@@ -462,7 +517,7 @@ class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
         cache: RNNCache | None = None,
         return_attention: bool = False,
     ):
-        """Decode ``tgt`` ``(B, T)`` attending over ``memory`` ``(B, S, 2H)`` -> logits ``(B, T, V)``.
+        """Decode ``tgt`` ``(B, T)`` attending over ``memory`` ``(B, S, 2H or H)`` -> logits ``(B, T, V)``.
 
         One GRU step per target token (the recurrence is sequential: T steps even with teacher forcing).
         With a cache, ``tgt`` holds only the new tokens and decoding continues from the cached state.
@@ -470,7 +525,6 @@ class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
         With ``return_attention`` returns ``(logits, [], [alignment (B, 1, T, S)])``.
         """
         check_token_ids("tgt", tgt)
-        s, keys = self._start(memory, cache)  # (L, B, H), (B, S, H)
         b, src_len = memory.shape[0], memory.shape[1]
         mask = None
         if memory_mask is not None:
@@ -480,6 +534,7 @@ class AttentionGRUEncoderDecoder(RNNEncoderDecoder):
                     f"{memory_mask.dtype} {tuple(memory_mask.shape)}"
                 )
             mask = memory_mask.reshape(b, src_len)  # (B, S)
+        s, keys = self._start(memory, cache, mask)  # (L, B, H), (B, S, H)
         y = self.dropout(self.tgt_embed(tgt))  # (B, T, E)
         states, contexts, alignments = [], [], []
         layers = list(s.unbind(0))  # L × (B, H)

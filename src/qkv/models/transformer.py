@@ -16,10 +16,11 @@ import torch
 from torch import Tensor, nn
 
 from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints, config_preset, is_int, is_number
+from qkv.nn.attention import ATTENTIONS
 from qkv.nn.embedding import TokenEmbedding, check_token_ids
 from qkv.nn.feedforward import ACTIVATIONS
 from qkv.nn.layers import DecoderLayer, EncoderLayer, LayerCache
-from qkv.nn.masks import padding_mask
+from qkv.nn.masks import combine_masks, local_mask, padding_mask
 from qkv.nn.positional import LAYOUTS, PositionalEncoding
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -59,6 +60,14 @@ class TransformerConfig(ConfigMixin):
             (source and target embeddings and output projection share one matrix, §3.4; needs one vocabulary).
         pad_id: padding token id (masked out of attention, ignored by the loss).
         eps: LayerNorm epsilon.
+        attention: ``"soft"`` (the paper, Eq. 1) or ``"hard"`` (flagged deviation: every head of every layer
+            takes one-hot weights on its best key, trained with the straight-through estimator; see
+            :func:`qkv.nn.attention.hard_attention_weights`). A checkpoint may be loaded with either.
+        attention_window: ``None`` (the paper: global attention, every position sees every other) or ``w``
+            (flagged deviation: local attention, :func:`qkv.nn.masks.local_mask`): the encoder
+            self-attention sees positions ``i - w … i + w``, the decoder self-attention ``i - w … i``
+            (with the causal mask). The cross-attention stays global: source and target positions do not
+            correspond, so a window over ``|i - j|`` would cut the alignment.
     """
 
     src_vocab_size: int
@@ -81,6 +90,8 @@ class TransformerConfig(ConfigMixin):
     positional_layout: str = "interleaved"
     scale_embeddings: bool = True
     output_bias: bool = False
+    attention: str = "soft"
+    attention_window: int | None = None
 
     def __post_init__(self) -> None:
         check_positive_ints(
@@ -127,6 +138,11 @@ class TransformerConfig(ConfigMixin):
         check(
             is_number(self.eps) and self.eps > 0,
             f"eps must be a positive number, got {self.eps!r}",
+        )
+        check(self.attention in ATTENTIONS, f"attention must be soft|hard, got {self.attention!r}")
+        check(
+            self.attention_window is None or (is_int(self.attention_window) and self.attention_window >= 0),
+            f"attention_window must be an int >= 0 or None (global), got {self.attention_window!r}",
         )
 
     @property
@@ -289,7 +305,7 @@ class Transformer(nn.Module):
             c.d_model, c.max_len, c.positional
         )
         self.embed_dropout = nn.Dropout(c.dropout)  # dropout on embeddings + positions (§5.4)
-        kwargs = layer_kwargs(c)
+        kwargs = {**layer_kwargs(c), "attention": c.attention}
         self.encoder = Encoder(c.n_layers, **kwargs)
         self.decoder = Decoder(c.decoder_layers, **kwargs)
         # the pre-softmax linear map (with a bias only as Marian's final_logits_bias, a flagged option)
@@ -307,6 +323,11 @@ class Transformer(nn.Module):
         check_token_ids("src", src)
         return padding_mask(src, self.config.pad_id)
 
+    def window_mask(self, t_q: int, t_k: int, device: torch.device) -> Tensor | None:
+        """The local-attention band ``(1, 1, T_q, T_k)`` of ``attention_window``, or ``None`` (global)."""
+        window = self.config.attention_window
+        return None if window is None else local_mask(t_q, t_k, window, device=device)
+
     # -- the three entry points ---------------------------------------------------------------------------
     def encode(self, src: Tensor, src_mask: Tensor | None = None, return_attention: bool = False):
         """Encode ``src`` ``(B, S)`` -> memory ``(B, S, D)`` (and a list of L maps ``(B, H, S, S)``)."""
@@ -315,7 +336,9 @@ class Transformer(nn.Module):
         else:
             check_token_ids("src", src)
         x = self.embed_dropout(self.src_pos(self.src_embed(src)))  # (B, S, D)
-        memory, maps = self.encoder(x, src_mask, need_weights=return_attention)
+        s = src.shape[1]
+        self_mask = combine_masks(src_mask, self.window_mask(s, s, src.device))  # (B, 1, 1 or S, S)
+        memory, maps = self.encoder(x, self_mask, need_weights=return_attention)
         return (memory, maps) if return_attention else memory
 
     def decode(
@@ -329,7 +352,8 @@ class Transformer(nn.Module):
     ):
         """Decode ``tgt`` ``(B, T)`` against ``memory`` ``(B, S, D)`` -> logits ``(B, T, V)``.
 
-        The causal mask is always applied. With a ``cache`` (see :meth:`new_cache`), ``tgt`` holds only the
+        The causal mask is always applied (and the band of ``attention_window``, if set). With a ``cache``
+        (see :meth:`new_cache`), ``tgt`` holds only the
         new tokens; their positions continue from ``cache.offset`` and keys/values of earlier steps are
         reused. ``tgt_mask`` optionally adds a key mask (e.g. target padding); right-padded targets need none,
         since the causal mask already hides the padding after each real position.
@@ -340,6 +364,8 @@ class Transformer(nn.Module):
         check_token_ids("tgt", tgt)
         offset = cache.offset if cache is not None else 0
         x = self.embed_dropout(self.tgt_pos(self.tgt_embed(tgt), offset=offset))  # (B, T, D)
+        t = tgt.shape[1]
+        tgt_mask = combine_masks(tgt_mask, self.window_mask(t, offset + t, tgt.device))  # band over cached keys
         h, self_maps, cross_maps = self.decoder(x, memory, memory_mask, tgt_mask, return_attention, cache)
         if cache is not None:
             cache.offset += tgt.shape[1]

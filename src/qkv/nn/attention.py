@@ -18,6 +18,8 @@ from torch import Tensor, nn
 
 from qkv.nn.masks import causal_mask, check_mask, combine_masks
 
+ATTENTIONS = ("soft", "hard")  # softmax weights (the paper) or one-hot weights (option)
+
 
 def scaled_dot_product_attention(
     q: Tensor,
@@ -29,6 +31,7 @@ def scaled_dot_product_attention(
     is_causal: bool = False,
     need_weights: bool = True,
     rows_have_keys: bool = False,
+    hard: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention, Eq. 1 of the paper.
 
@@ -49,6 +52,9 @@ def scaled_dot_product_attention(
         need_weights: return the weights (explicit path) or ``None`` (fused path).
         rows_have_keys: the caller knows every query row may attend to at least one key (e.g. the cross-attention
             cache checked it once): the fused path then skips its guard for rows with no key.
+        hard: hard attention (not the paper; flagged option): each query takes the value of its one
+            highest-scoring allowed key, see :func:`hard_attention_weights`. Always the explicit path (the
+            fused kernels only do softmax); with ``need_weights=False`` the weights are still not returned.
 
     Returns:
         ``(output (..., T_q, d_v), weights (..., T_q, T_k) or None)``. The weights are the softmax before
@@ -68,11 +74,11 @@ def scaled_dot_product_attention(
     if mask is not None:
         check_mask(mask, tuple(q.shape[:-2]), t_q, t_k)
     if is_causal:
-        if mask is None and not need_weights and t_q == t_k:
+        if mask is None and not need_weights and t_q == t_k and not hard:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
         mask = combine_masks(mask, causal_mask(t_q, t_k, device=q.device))
 
-    if not need_weights:
+    if not need_weights and not hard:
         if mask is None or rows_have_keys:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
         # A row with no allowed key would be NaN in some kernels: let it attend everywhere, then zero it.
@@ -90,9 +96,40 @@ def scaled_dot_product_attention(
     weights = torch.softmax(scores, dim=-1)  # (..., T_q, T_k), rows sum to 1
     if mask is not None:
         weights = weights.masked_fill(~mask, 0.0)  # a row with no allowed key becomes all zeros
+    if hard:
+        weights = hard_attention_weights(weights)  # one-hot forward, softmax gradient backward
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
     out = dropped @ v  # (..., T_q, d_v) = weights·V
-    return out, weights
+    return out, weights if need_weights else None
+
+
+def hard_attention_weights(soft: Tensor) -> Tensor:
+    """Hard attention from the softmax weights: one-hot at each row's largest weight, straight-through gradient.
+
+    Not in the paper (its attention is soft, a distribution over every key); the hard attention of the notes
+    (Xu et al. 2015). The argmax is not differentiable, so training uses the **straight-through estimator**
+    (Bengio et al. 2013): the forward pass uses the one-hot weights, the backward pass the gradient of the
+    softmax, as if the weights had been soft (``one_hot + soft - soft.detach()``; no Gumbel noise, no sampling:
+    deterministic, the same at training and inference). A masked key has soft weight 0 and is never chosen;
+    a row with no allowed key (all zeros) stays all zeros. Ties go to the first key.
+
+    Args:
+        soft: the softmax weights ``(..., T_q, T_k)``, zero on masked keys.
+
+    Returns:
+        ``(..., T_q, T_k)`` one-hot rows (or zero rows), carrying the softmax's gradient when ``soft`` has one.
+
+    Example:
+        >>> hard_attention_weights(torch.tensor([[0.2, 0.5, 0.3], [0.0, 0.0, 0.0]]))
+        tensor([[0., 1., 0.],
+                [0., 0., 0.]])
+    """
+    index = soft.argmax(dim=-1, keepdim=True)  # (..., T_q, 1)
+    row_has_key = soft.amax(dim=-1, keepdim=True) > 0  # (..., T_q, 1): False for fully masked rows
+    one_hot = torch.zeros_like(soft).scatter_(-1, index, 1.0) * row_has_key.to(soft.dtype)
+    if not soft.requires_grad:
+        return one_hot
+    return one_hot + (soft - soft.detach())  # value: exactly one_hot; gradient: the softmax's
 
 
 @dataclass
@@ -168,6 +205,9 @@ class MultiHeadAttention(nn.Module):
         n_heads: number of heads H; ``d_model`` must be divisible by it (d_k = d_v = D / H).
         dropout: dropout on the attention weights.
         bias: whether the projections have biases.
+        attention: ``"soft"`` (the paper: softmax weights) or ``"hard"`` (flagged deviation: one-hot weights on
+            each query's best key, trained with the straight-through estimator; see
+            :func:`hard_attention_weights`).
 
     Shape:
         - query ``(B, T_q, D)``, key and value ``(B, T_k, D)``, batch first (key/value may hold B / g rows:
@@ -183,10 +223,15 @@ class MultiHeadAttention(nn.Module):
         (torch.Size([2, 5, 16]), torch.Size([2, 4, 5, 5]))
     """
 
-    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, dropout: float = 0.0, bias: bool = True, attention: str = "soft"
+    ) -> None:
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.attention = attention
         self.d_model = d_model
         self.n_heads = n_heads
         self.d_head = d_model // n_heads
@@ -289,6 +334,7 @@ class MultiHeadAttention(nn.Module):
             is_causal=is_causal,
             need_weights=need_weights,
             rows_have_keys=cache is not None and cache.rows_have_keys,
+            hard=self.attention == "hard",
         )  # (B_kv, H, g·T_q, Dh), (B_kv, H, g·T_q, T_k)
         out = out.transpose(1, 2).reshape(b_q, t_q, self.d_model)  # (B_kv, H, g·T_q, Dh) -> (B_q, T_q, D): Concat
         if weights is not None and group > 1:

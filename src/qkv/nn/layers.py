@@ -52,6 +52,7 @@ class EncoderLayer(nn.Module):
         activation: ``"relu"`` (paper), or the flagged options ``"gelu"``, ``"swish"``/``"silu"`` (see the FFN).
         norm: ``"post"`` (paper) or ``"pre"``.
         eps: LayerNorm epsilon.
+        attention: ``"soft"`` (paper) or ``"hard"`` (option, see :class:`MultiHeadAttention`).
 
     Shape:
         x ``(B, S, D)``, mask bool broadcastable to ``(B, H, S, S)`` -> ``(B, S, D)``, weights ``(B, H, S, S)``.
@@ -68,9 +69,10 @@ class EncoderLayer(nn.Module):
         activation: str = "relu",
         norm: str = "post",
         eps: float = 1e-5,
+        attention: str = "soft",
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, attention=attention)
         self.ffn = PositionwiseFeedForward(d_model, d_ff, activation, activation_dropout)
         self.attn_block = Residual(d_model, dropout, norm, eps)
         self.ffn_block = Residual(d_model, dropout, norm, eps)
@@ -118,10 +120,11 @@ class DecoderLayer(nn.Module):
         activation: str = "relu",
         norm: str = "post",
         eps: float = 1e-5,
+        attention: str = "soft",
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout)
-        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout)
+        self.self_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, attention=attention)
+        self.cross_attn = MultiHeadAttention(d_model, n_heads, dropout=attention_dropout, attention=attention)
         self.ffn = PositionwiseFeedForward(d_model, d_ff, activation, activation_dropout)
         self.self_block = Residual(d_model, dropout, norm, eps)
         self.cross_block = Residual(d_model, dropout, norm, eps)

@@ -2,7 +2,8 @@
 
 A mask is a **boolean** tensor where ``True`` means *this query may attend to this key* — the polarity of
 :func:`torch.nn.functional.scaled_dot_product_attention`. It is broadcastable to ``(B, H, T_q, T_k)``.
-Masks are built only here (:func:`padding_mask`, :func:`causal_mask`, :func:`combine_masks`) and checked at the
+Masks are built only here (:func:`padding_mask`, :func:`causal_mask`, :func:`local_mask`, :func:`combine_masks`) and
+checked at the
 boundary of attention by :func:`check_mask`, so a float mask, an inverted mask or a mask of the wrong shape is
 refused with a message instead of silently attending to the wrong keys.
 
@@ -64,6 +65,40 @@ def causal_mask(t_q: int, t_k: int | None = None, device: torch.device | str | N
         raise MaskError(f"causal_mask needs t_k >= t_q (keys include the queries), got t_q={t_q}, t_k={t_k}")
     ones = torch.ones(t_q, t_k, dtype=torch.bool, device=device)
     return torch.tril(ones, diagonal=t_k - t_q)[None, None]  # (1, 1, T_q, T_k)
+
+
+def local_mask(t_q: int, t_k: int | None = None, window: int = 1, device: torch.device | str | None = None) -> Tensor:
+    """Local (windowed) attention mask: query ``i`` may attend to key ``j`` iff ``|j - i'| <= window``.
+
+    Not in the paper (its attention is global: every query sees every key); the local attention of the notes,
+    a band of width ``2·window + 1`` around each position. ``i' = i + (t_k - t_q)`` aligns the queries with the
+    *last* ``t_q`` keys, as :func:`causal_mask` does, so incremental decoding with cached keys sees the same
+    band as the full forward pass. Combine with :func:`causal_mask` (decoder self-attention: keys
+    ``i - window … i``) and :func:`padding_mask` through :func:`combine_masks`.
+
+    Args:
+        t_q: query length.
+        t_k: key length (default ``t_q``); must be ``>= t_q``.
+        window: how many positions on each side may be attended to (0 = only the position itself).
+
+    Returns:
+        ``(1, 1, T_q, T_k)`` bool.
+
+    Example:
+        >>> local_mask(4, window=1)[0, 0].int()
+        tensor([[1, 1, 0, 0],
+                [1, 1, 1, 0],
+                [0, 1, 1, 1],
+                [0, 0, 1, 1]], dtype=torch.int32)
+    """
+    t_k = t_q if t_k is None else t_k
+    if t_k < t_q:
+        raise MaskError(f"local_mask needs t_k >= t_q (keys include the queries), got t_q={t_q}, t_k={t_k}")
+    if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+        raise MaskError(f"local_mask window must be an int >= 0, got {window!r}")
+    rows = torch.arange(t_q, device=device)[:, None] + (t_k - t_q)  # (T_q, 1): i' of each query
+    cols = torch.arange(t_k, device=device)[None, :]  # (1, T_k)
+    return ((cols - rows).abs() <= window)[None, None]  # (1, 1, T_q, T_k)
 
 
 def combine_masks(*masks: Tensor | None) -> Tensor | None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from qkv.nn.attention import hard_attention_weights
 from qkv.nn.layers import EncoderLayer
 
 
@@ -113,6 +114,8 @@ def attend_by_hand(x_q: Tensor, x_kv: Tensor, mha, head: int, mask: Tensor) -> d
     scaled = scores / math.sqrt(mha.d_head)
     weights = torch.softmax(scaled.masked_fill(~mask, float("-inf")), dim=-1)  # (T_q, T_k)
     weights = torch.nan_to_num(weights)  # a row with no allowed key: zeros, as in the library
+    if mha.attention == "hard":  # hard attention (option): one-hot on each row's best key, as the model does
+        weights = hard_attention_weights(weights)
     return dict(
         w_q=w_q,
         w_k=w_k,
@@ -210,7 +213,7 @@ def explain_head(
     if len(tokens) != s:
         raise ValueError(f"got {len(tokens)} token labels for the {s} positions the encoder sees")
     mask = (
-        torch.ones(s, s, dtype=torch.bool) if key_mask is None else key_mask.reshape(-1)[None, :].expand(s, s)
+        torch.ones(s, s, dtype=torch.bool) if key_mask is None else key_mask[0, 0].expand(s, s)
     )
 
     # X by hand: embeddings ×√d_model + positions, then the earlier layers (each output feeds the next)
