@@ -98,12 +98,12 @@ def score_inference(folder: str, mode: str, data: str) -> dict:
 
     from qkv.data.tokenizer import TokenizerPair
     from qkv.scoring import score
-    from qkv.train.checkpoint import build_model, load_checkpoint, read_config
+    from qkv.train.checkpoint import load_checkpoint, model_from_config, read_config
 
     config = read_config(folder)
     override = {"attention": mode} if mode in ("soft", "hard") else {"attention_window": int(mode.split("=")[1])}
     config["model"] = {**config["model"], **override}
-    model = load_checkpoint(folder, model=build_model(config, where=folder)).model.eval()
+    model = load_checkpoint(folder, model=model_from_config(config, where=folder)).model.eval()
     translator = Translator(model, TokenizerPair.load(folder), "cpu")
     src, ref = read_test(data)
     t0 = time.time()
