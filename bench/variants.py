@@ -94,10 +94,9 @@ def train_variant(name: str, args: argparse.Namespace) -> dict | None:
 
 def score_inference(folder: str, mode: str, data: str) -> dict:
     """Test BLEU of one checkpoint with its config overridden at load: soft, hard or window=N."""
-    from qkv.tasks.translation import Translator
-
     from qkv.data.tokenizer import TokenizerPair
     from qkv.scoring import score
+    from qkv.tasks.translation import Translator
     from qkv.train.checkpoint import load_checkpoint, model_from_config, read_config
 
     config = read_config(folder)
