@@ -191,7 +191,11 @@ def test_onnx_expresses_pre_ln_learned_positions_gelu(tmp_path):
      (dict(positional="learned"), "hf", "positional='learned'"),
      (dict(eps=1e-6), "hf", "eps=1e-06"),
      (dict(shared=False, tie_embeddings="none"), "hf", "tokenizers="),
-     ({}, "onnx --quantization int8", "--quantization int8")],
+     ({}, "onnx --quantization int8", "--quantization int8"),
+     (dict(attention="hard"), "onnx", "attention='hard'"),
+     (dict(attention_window=2), "ctranslate2", "attention_window=2"),
+     (dict(positional_layout="half"), "hf", "positional_layout='half'"),
+     (dict(output_bias=True), "ctranslate2", "output_bias=True")],
 )
 def test_what_cannot_be_exported_is_refused(tmp_path, capsys, options, to, named):
     _random_checkpoint(tmp_path / "ckpt", **options)

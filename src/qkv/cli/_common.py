@@ -60,7 +60,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    """Options of :class:`qkv.train.trainer.TrainConfig` (paper defaults, §5)."""
+    """Options of :class:`qkv.train.config.TrainConfig` (paper defaults, §5)."""
     g = p.add_argument_group("training (§5 of the paper)")
     g.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per batch (default 4096)")
     g.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")

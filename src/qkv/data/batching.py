@@ -253,3 +253,19 @@ def length_batches(lengths: Sequence[int], batch_size: int, *, shuffle: bool, se
     if shuffle:
         rng.shuffle(batches)
     return batches
+
+
+def check_pairs(name: str, data: Sequence, max_len: int | None) -> None:
+    """Refuse an empty data set, items that are not (source ids, target ids), and sentences over ``max_len``."""
+    if len(data) == 0:
+        raise ValueError(f"{name} is empty")
+    for i, pair in enumerate(data):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"{name}[{i}]: expected a (source ids, target ids) pair, got {type(pair).__name__}")
+        if max_len is not None:
+            for side, ids in zip(("source", "target"), pair):
+                if len(ids) + 1 > max_len:
+                    raise ValueError(
+                        f"{name}[{i}]: {side} has {len(ids)} tokens (+1 for BOS/EOS), more than the model's "
+                        f"max_len={max_len}: filter long sentences or raise max_len"
+                    )

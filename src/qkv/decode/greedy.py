@@ -6,7 +6,6 @@ V target vocabulary size.
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (the doctest's namespace)
 from torch import Tensor, nn
 
 from qkv.data.special import EOS

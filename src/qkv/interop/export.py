@@ -10,16 +10,26 @@ folder is filled atomically.
     ctranslate2   CTranslate2 TransformerSpec (float32|int16|int8)      (every qkv Transformer)
     onnx          encoder.onnx + decoder_step.onnx (KV cache in/out)    (every qkv Transformer)
 
-The RNN baselines and the encoder-only models are refused by every format.
+The RNN baselines and the encoder-only models are refused by every format, and so are the options no writer
+carries over yet (:data:`WRITTEN_AS`): hard or windowed attention everywhere; Marian's half-split positions,
+unscaled embeddings and output bias (the options an imported OPUS-MT model has) for hf and ctranslate2.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from qkv.interop.export_common import ExportError, load_exportable
+from qkv.interop.export_common import ExportError, load_exportable, refuse_unless
 
 FORMATS = ("hf", "ctranslate2", "onnx")
+
+_PAPER_ATTENTION = {"attention": "soft", "attention_window": None}
+#: per format, the TransformerConfig options its writer supports at one value only (the paper's)
+WRITTEN_AS: dict[str, dict[str, object]] = {
+    "hf": {**_PAPER_ATTENTION, "positional_layout": "interleaved", "scale_embeddings": True, "output_bias": False},
+    "ctranslate2": {**_PAPER_ATTENTION, "scale_embeddings": True, "output_bias": False},
+    "onnx": _PAPER_ATTENTION,
+}
 
 
 def export(
@@ -41,6 +51,9 @@ def export(
     if quantization != "float32" and to != "ctranslate2":
         raise ExportError(f"--quantization {quantization} applies to --to ctranslate2 only, not {to}")
     exportable = load_exportable(model_dir)
+    for option, value in WRITTEN_AS[to].items():
+        got = getattr(exportable.config, option)
+        refuse_unless(got == value, option, got, to, f"the {to} exporter writes only {option}={value!r}")
     if to == "hf":
         from qkv.interop.export_hf import export_hf
 

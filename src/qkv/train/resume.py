@@ -4,7 +4,6 @@ besides the weights (optimizer, schedule, sampler position, step, best metric an
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,22 +21,6 @@ from qkv.train.distributed import all_gather_object
 from qkv.train.rng import rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger("qkv.train")
-
-
-def check_data(name: str, data: Sequence, max_len: int | None) -> None:
-    """Refuse an empty data set, items that are not (source ids, target ids), and sentences over ``max_len``."""
-    if len(data) == 0:
-        raise ValueError(f"{name} is empty")
-    for i, pair in enumerate(data):
-        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-            raise ValueError(f"{name}[{i}]: expected a (source ids, target ids) pair, got {type(pair).__name__}")
-        if max_len is not None:
-            for side, ids in zip(("source", "target"), pair):
-                if len(ids) + 1 > max_len:
-                    raise ValueError(
-                        f"{name}[{i}]: {side} has {len(ids)} tokens (+1 for BOS/EOS), more than the model's "
-                        f"max_len={max_len}: filter long sentences or raise max_len"
-                    )
 
 
 def resume_folder(resume: bool | str | Path | None, out_dir: Path | None, model: nn.Module) -> Path | None:

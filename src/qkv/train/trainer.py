@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from qkv.config import ConfigError
-from qkv.data.batching import TokenBudgetSampler, collate
+from qkv.data.batching import TokenBudgetSampler, check_pairs, collate
 from qkv.nn.modes import eval_mode
 from qkv.train.checkpoint import copy_checkpoint, load_weights, save_checkpoint, save_periodic
 from qkv.train.config import TrainConfig
@@ -52,7 +52,7 @@ from qkv.train.evaluation import evaluate
 from qkv.train.loss import label_smoothed_cross_entropy, perplexity
 from qkv.train.parallel import ParallelModel
 from qkv.train.precision import autocast
-from qkv.train.resume import check_data, restore, resume_folder, trainer_state
+from qkv.train.resume import restore, resume_folder, trainer_state
 from qkv.train.rng import seed_everything
 from qkv.train.schedule import build_scheduler
 
@@ -105,9 +105,9 @@ class _Trainer:
         self.tokenizers, self.bleu_fn, self.callback = tokenizers, bleu_fn, callback
         model_config = getattr(model, "config", None)
         self.pad_id = getattr(model_config, "pad_id", 0)
-        check_data("train_data", train_data, getattr(model_config, "max_len", None))
+        check_pairs("train_data", train_data, getattr(model_config, "max_len", None))
         if valid_data is not None:
-            check_data("valid_data", valid_data, getattr(model_config, "max_len", None))
+            check_pairs("valid_data", valid_data, getattr(model_config, "max_len", None))
         d_model = getattr(model_config, "d_model", None)
         if config.lr_schedule == "noam" and d_model is None:
             raise ConfigError("the noam schedule needs model.config.d_model; use inverse_sqrt with lr= instead")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from qkv.nn.layers import DecoderLayer
-from qkv.viz.explain import HeadWalkthrough, attend_by_hand
+from qkv.viz.explain import HeadWalkthrough, multihead_by_hand
 
 KINDS = ("self", "cross")
 
@@ -109,10 +109,8 @@ def explain_decoder_head(
         kv = memory
         mask = (torch.ones(1, s, dtype=torch.bool) if memory_mask is None else memory_mask.reshape(1, -1)).expand(t, s)
         model_output = mha(attn_input[None], memory[None], memory[None], memory_mask)[0][0]
-    per_head = [attend_by_hand(attn_input, attn_input if kv is None else kv, mha, h, mask) for h in range(mha.n_heads)]
-    heads = torch.cat([p["head_output"] for p in per_head], -1)  # (T, D)
-    w_o, b_o = mha.out_proj.weight.T, mha.out_proj.bias
-    output = heads @ w_o + (b_o if b_o is not None else 0)  # (T, D)
+    per_head, heads, output = multihead_by_hand(attn_input, kv, mha, mask)  # (T, D), (T, D)
+    w_o, b_o = mha.out_proj.weight.T, mha.out_proj.bias  # (D, D)
     model_maps = maps.decoder_self if kind == "self" else maps.cross
     return HeadWalkthrough(
         tokens=[str(tok) for tok in tokens] if tokens is not None else [str(i) for i in tgt[0].tolist()],
