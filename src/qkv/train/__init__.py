@@ -19,8 +19,9 @@ from qkv.train.checkpoint import (
 from qkv.train.config import TrainConfig
 from qkv.train.evaluation import evaluate
 from qkv.train.loss import label_smoothed_cross_entropy, perplexity
+from qkv.train.result import TrainingDiverged, TrainResult
 from qkv.train.schedule import ConstantSchedule, InverseSqrtSchedule, NoamSchedule, build_scheduler
-from qkv.train.trainer import TrainingDiverged, TrainResult, train
+from qkv.train.trainer import train
 
 __all__ = [
     "Checkpoint",

@@ -25,7 +25,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,7 @@ from qkv.train.evaluation import evaluate
 from qkv.train.loss import label_smoothed_cross_entropy, perplexity
 from qkv.train.parallel import ParallelModel
 from qkv.train.precision import autocast
+from qkv.train.result import TrainingDiverged, TrainResult
 from qkv.train.resume import restore, resume_folder, trainer_state
 from qkv.train.rng import seed_everything
 from qkv.train.schedule import build_scheduler
@@ -59,40 +59,6 @@ from qkv.train.schedule import build_scheduler
 logger = logging.getLogger("qkv.train")
 
 Pairs = Sequence[tuple[Sequence[int], Sequence[int]]]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss (or gradient norm) became NaN or infinite; the last good checkpoint is left untouched."""
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train` returns.
-
-    ``stopped_by`` is ``"max_steps"``, ``"max_epochs"`` or ``"max_time"``; ``best_metric`` names the
-    validation metric that chose ``best_checkpoint`` (``"bleu"``, higher is better, or ``"loss"``);
-    ``metrics`` are the last validation results.
-    """
-
-    steps: int
-    epochs: int
-    elapsed_seconds: float
-    stopped_by: str
-    best_metric: str | None = None
-    best_value: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    train_loss: float | None = None
-    out_dir: Path | None = None
-    last_checkpoint: Path | None = None
-    best_checkpoint: Path | None = None
-
-    def summary(self) -> str:
-        where = f", best model in {self.best_checkpoint}" if self.best_checkpoint else ""
-        best = f", best {self.best_metric} {self.best_value:.4g}" if self.best_value is not None else ""
-        return (
-            f"{self.steps} steps, {self.epochs} epochs in {self.elapsed_seconds / 60:.1f} min "
-            f"(stopped by {self.stopped_by}){best}{where}"
-        )
 
 
 class _Trainer:
