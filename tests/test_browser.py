@@ -314,6 +314,28 @@ def test_alignment_opens_on_the_pngs_layer_and_the_lessons_are_the_python_number
     page.close()
 
 
+def test_the_soft_hash_table_lesson_shows_the_python_sweep(browser, walked, shots):
+    from qkv.viz.hashtable import soft_hash_table
+
+    table = soft_hash_table()
+    page, errors = open_page(browser, walked[2])
+    page.click("#qkv-view-hashtable")
+    for qi, lookup in enumerate(table.queries):  # "dog" equals a key, "kitten" none
+        page.select_option("#qkv-ht-query", str(qi))
+        for ti in (0, len(lookup.sweep) - 1):  # the softest τ and hard attention
+            page.fill("#qkv-ht-tau", str(ti))
+            row = lookup.sweep[ti]
+            shown = [float(page.get_attribute(f"#qkv-ht-w-{i}", "data-v")) for i in range(len(table.keys))]
+            assert shown == pytest.approx(row.weights, abs=1e-9)
+            assert float(page.get_attribute("#qkv-ht-output", "data-v")) == pytest.approx(row.output[0], abs=1e-9)
+            assert ("hard" in page.text_content("#qkv-ht-tau-value")) == row.hard
+        text = page.text_content("#qkv-ht-result")
+        assert ("KeyError" in text) == (lookup.exact_key is None), text
+    page.screenshot(path=str(shots / "lesson_hash_table.png"), full_page=True)
+    assert not errors, errors
+    page.close()
+
+
 def test_a_classifier_page_and_the_size_limit(browser, tmp_path, shots):
     from qkv.models.classifier import ClassifierConfig, TextClassifier
     from qkv.viz.explain import explain_head

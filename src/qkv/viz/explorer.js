@@ -6,7 +6,8 @@
 // Views: "head" (one head, or the mean of a layer's heads, large; click a cell for its arithmetic, masked
 // cells hatched), "lines" (bertviz-like: two token columns, hover a token), "model" (every layer × head as
 // thumbnails, click one to open it), "alignment" (cross-attention averaged over the heads of a layer, as a
-// matrix and as lines; opens on the PNG's layer), "scaling" (why √d_k), "positions" (§3.5).
+// matrix and as lines; opens on the PNG's layer), "scaling" (why √d_k), "positions" (§3.5), "hashtable"
+// (attention as a soft dictionary lookup).
 // The other scripts (explorer_panel.js, explorer_lines.js, explorer_lessons.js) add to window.QKV.
 (function () {
   "use strict";
@@ -197,7 +198,7 @@
     const hasCross = kinds.some((k) => k.name === "cross");
     const viewNames = [["head", "Head view"], ["lines", "Lines"], ["model", "All layers × heads"]];
     if (hasCross) viewNames.push(["alignment", "Alignment"]);
-    if (data.lessons) viewNames.push(["scaling", "Why √d_k"], ["positions", "Positions"]);
+    if (data.lessons) viewNames.push(["scaling", "Why √d_k"], ["positions", "Positions"], ["hashtable", "Soft hash table"]);
     const viewButtons = viewNames.map(([v, label]) => {
       const b = el("button", { type: "button", id: "qkv-view-" + v, "data-view": v }, label);
       b.onclick = () => {
@@ -259,7 +260,7 @@
       const k = kinds[state.kind];
       if (state.cell && (state.cell[0] >= k.query_tokens.length || state.cell[1] >= k.key_tokens.length)) state.cell = null;
       viewButtons.forEach((b) => b.classList.toggle("qkv-active", b.dataset.view === state.view));
-      const lesson = state.view === "scaling" || state.view === "positions";
+      const lesson = ["scaling", "positions", "hashtable"].includes(state.view);
       headSel.disabled = !(state.view === "head" || state.view === "lines");
       layerSel.disabled = state.view === "model" || lesson;
       kindSel.disabled = lesson;
@@ -312,6 +313,9 @@
       } else if (state.view === "scaling") {
         caption.textContent = "Why Eq. 1 divides by √d_k (footnote 4 of §3.2.1): move the slider over d_k.";
         QKV.drawScaling(stage, data.lessons.scaling);
+      } else if (state.view === "hashtable") {
+        caption.textContent = "Attention as a soft hash table (§3.2.1): a dictionary lookup next to Eq. 1.";
+        QKV.drawHashTable(stage, data.lessons.hash_table);
       } else {
         caption.textContent = "The sinusoidal positional encoding of §3.5 and the similarity of positions.";
         QKV.drawPositions(stage, data.lessons.positions, tooltip);

@@ -2,6 +2,8 @@
 // "Why √d_k": a slider over d_k shows Var(q·k), the softmax entropy and the largest weight, scaled and not
 // (qkv.viz.explain.scaling_table, the table `qkv explain` prints). "Positions": the sinusoidal encoding matrix
 // and the similarity of positions (what `qkv positions` draws); a slider picks the position p whose row is drawn.
+// "Soft hash table": a dictionary lookup next to Eq. 1 on the same small table (qkv.viz.hashtable, what
+// `qkv explain --hash-table` prints); a slider over the temperature τ sharpens the softmax down to hard attention.
 (function () {
   "use strict";
   const QKV = window.QKV;
@@ -125,6 +127,63 @@
     show();
   }
 
+  function drawHashTable(stage, table) {
+    const el = QKV.el, fmt = (xs) => "[" + xs.map((x) => x.toFixed(3)).join(", ") + "]";
+    const box = el("div", { class: "qkv-lesson", id: "qkv-hashtable" });
+    const qLabel = el("label", { for: "qkv-ht-query" }, "query ");
+    const qSel = el("select", { id: "qkv-ht-query" });
+    table.queries.forEach((q, i) => qSel.appendChild(el("option", { value: i }, q.name + " = " + fmt(q.query))));
+    qLabel.appendChild(qSel);
+    const tLabel = el("label", { for: "qkv-ht-tau" }, "  τ = ");
+    const tValue = el("strong", { id: "qkv-ht-tau-value" });
+    tLabel.appendChild(tValue);
+    const sweep0 = table.queries[0].sweep;
+    const one = Math.max(0, sweep0.findIndex((r) => !r.hard && r.temperature === 1));
+    const slider = el("input", { type: "range", id: "qkv-ht-tau", min: 0, max: sweep0.length - 1, step: 1, value: one });
+    box.appendChild(qLabel); box.appendChild(tLabel); box.appendChild(slider);
+    const t = el("table", { class: "qkv-table", id: "qkv-ht-table" });
+    box.appendChild(t);
+    const result = el("p", { class: "qkv-caption", id: "qkv-ht-result" });
+    box.appendChild(result);
+    box.appendChild(el("p", { class: "qkv-caption" }, "A dictionary returns the value of the key that equals the " +
+      "query, and nothing for any other query. Attention (Eq. 1) returns softmax(q·Kᵀ / (τ √d_k)) V: a blend of " +
+      "all values, weighted by how well each key matches (τ = 1 is the paper). Lowering τ sharpens the weights " +
+      "into a one-hot on the best key (hard attention, the last stop of the slider), and the soft lookup becomes " +
+      "the exact one; a query that equals no key still gets an answer, tending to its nearest key's value."));
+    stage.appendChild(box);
+    function show() {
+      const q = table.queries[Number(qSel.value)], r = q.sweep[Number(slider.value)];
+      tValue.textContent = r.hard ? "→ 0 (hard: argmax)" : String(r.temperature);
+      t.textContent = "";
+      const head = el("tr");
+      ["key", "key vector", "value", "q·k / √d_k", "weight"].forEach((h) => head.appendChild(el("th", {}, h)));
+      t.appendChild(head);
+      table.keys.forEach((name, i) => {
+        const tr = el("tr");
+        tr.appendChild(el("td", {}, name));
+        tr.appendChild(el("td", {}, fmt(table.key_vectors[i])));
+        tr.appendChild(el("td", {}, fmt(table.values[i])));
+        tr.appendChild(el("td", {}, q.scores[i].toFixed(3)));
+        const td = el("td");
+        td.appendChild(el("span", { id: "qkv-ht-w-" + i, class: "qkv-num", "data-v": String(r.weights[i]) }, r.weights[i].toFixed(3)));
+        td.appendChild(bar(r.weights[i], 1, "#1f77b4"));
+        tr.appendChild(td);
+        t.appendChild(tr);
+      });
+      const exact = q.exact_key === null
+        ? "dictionary: no key equals " + q.name + " → KeyError; nearest key " + q.nearest_key + " → " + fmt(q.target)
+        : "dictionary: key " + q.exact_key + " → " + fmt(q.exact_value);
+      result.textContent = "";
+      result.appendChild(el("span", { id: "qkv-ht-output", "data-v": String(r.output[0]) }, "attention: " + fmt(r.output)));
+      result.appendChild(el("span", {}, "  ·  " + exact + "  ·  |difference| = " + r.error.toExponential(2) +
+        ", entropy " + r.entropy.toFixed(3) + " nats"));
+    }
+    qSel.onchange = show;
+    slider.oninput = show;
+    show();
+  }
+
   QKV.drawScaling = drawScaling;
+  QKV.drawHashTable = drawHashTable;
   QKV.drawPositions = drawPositions;
 })();

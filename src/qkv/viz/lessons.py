@@ -1,12 +1,15 @@
-"""The numbers of the explorer's two lesson views: why √d_k (§3.2.1) and the sinusoidal positions (§3.5).
+"""The numbers of the explorer's lesson views: why √d_k (§3.2.1), the sinusoidal positions (§3.5) and
+attention as a soft hash table.
 
-Both are computed here, in Python, by the code the terminal and the figures use, and embedded in the page as
+All are computed here, in Python, by the code the terminal and the figures use, and embedded in the page as
 JSON (no CDN, works offline):
 
 - :func:`scaling_data`: :func:`qkv.viz.explain.scaling_table` (the table ``qkv explain`` prints) for every
   power of two d_k from 1 to 1024; the page's slider moves over these rows.
 - :func:`positions_data`: :func:`qkv.nn.positional.sinusoidal_table` and
   :func:`qkv.viz.positions.position_similarity` (what ``qkv positions`` draws).
+- ``hash_table``: :func:`qkv.viz.hashtable.soft_hash_table` (what ``qkv explain --hash-table`` prints); the
+  page's slider moves over its temperatures.
 
 Legend: T positions, D d_model.
 """
@@ -20,6 +23,7 @@ import torch
 
 from qkv.nn.positional import sinusoidal_table
 from qkv.viz.explain import scaling_table
+from qkv.viz.hashtable import soft_hash_table
 from qkv.viz.positions import position_similarity
 
 SCALING_D_KS = tuple(2**i for i in range(11))  # 1 … 1024
@@ -47,5 +51,10 @@ def positions_data(d_model: int = 128, n_positions: int = 50, decimals: int = 3)
 
 
 def lessons_data(d_model: int = 128, n_positions: int = 50) -> dict:
-    """Both lessons, as embedded in the explorer's JSON under ``"lessons"``."""
-    return {"scaling": scaling_data(), "positions": positions_data(d_model, n_positions)}
+    """The lessons, as embedded in the explorer's JSON under ``"lessons"``: why √d_k, the positions, and
+    attention as a soft hash table (:func:`qkv.viz.hashtable.soft_hash_table`)."""
+    return {
+        "scaling": scaling_data(),
+        "positions": positions_data(d_model, n_positions),
+        "hash_table": soft_hash_table().to_dict(),
+    }
