@@ -32,14 +32,6 @@ def section(title: str) -> None:
 
 
 def run(args) -> int:
-    from qkv.viz.explain import (
-        explain_head,
-        format_matrix,
-        format_scaling_table,
-        scaling_table,
-        word_level_demo,
-    )
-
     if not 0 <= args.decimals <= 8:
         raise CliError(f"--decimals must be 0 … 8, got {args.decimals}")
     if args.hash_table:
@@ -48,22 +40,40 @@ def run(args) -> int:
         return run_hash_table(args)
     if args.sentence is None or not args.sentence.strip():
         raise CliError("the sentence is empty" if args.sentence is not None else "give a sentence (or --hash-table)")
+    from qkv.viz.explain import explain_head
+
+    model, src, tokens = load_model(args)
+    n_layers = check_layer_and_head(model, args)
+    walk = explain_head(model.cpu(), src, args.layer - 1, args.head - 1, tokens)
+    print_walk(walk, tokens, args, n_layers)
+    ok = print_check(walk)
+    print_scaling()
+    return 0 if ok else 1
+
+
+def load_model(args):
+    """The model to walk through, the sentence's ids ``(1, S)`` and its tokens (EOS included)."""
     if args.model is None:
+        from qkv.viz.explain import word_level_demo
+
         model, src, tokens = word_level_demo(args.sentence, seed=args.seed)
         print(
             f"model: seeded (seed {args.seed}) untrained Transformer, word-level vocabulary of this sentence; "
             "give --model CHECKPOINT for a trained one"
         )
-    else:
-        from qkv.cli.attention import load_translator
+        return model, src, tokens
+    from qkv.cli.attention import load_translator
+    from qkv.data.batching import collate
 
-        translator, description, _ = load_translator(args.model)
-        model = translator.model
-        from qkv.data.batching import collate
+    translator, description, _ = load_translator(args.model)
+    src = collate([(translator.encode_sources([args.sentence])[0], [])]).src  # (1, S), </s> appended
+    tokens = [*translator.src_tokenizer.tokens(args.sentence), "</s>"]
+    print(f"model: {description}")
+    return translator.model, src, tokens
 
-        src = collate([(translator.encode_sources([args.sentence])[0], [])]).src  # (1, S), </s> appended
-        tokens = [*translator.src_tokenizer.tokens(args.sentence), "</s>"]
-        print(f"model: {description}")
+
+def check_layer_and_head(model, args) -> int:
+    """Refuse a --layer / --head the model does not have; returns the number of encoder layers."""
     n_layers = len(getattr(getattr(model, "encoder", None), "layers", []))
     if n_layers == 0:
         raise CliError(f"{type(model).__name__} has no Transformer encoder layers to walk through")
@@ -72,7 +82,13 @@ def run(args) -> int:
     n_heads = model.encoder.layers[0].self_attn.n_heads
     if not 1 <= args.head <= n_heads:
         raise CliError(f"--head must be 1 … {n_heads}, got {args.head}")
-    walk = explain_head(model.cpu(), src, args.layer - 1, args.head - 1, tokens)
+    return n_layers
+
+
+def print_walk(walk, tokens: list[str], args, n_layers: int) -> None:
+    """Every matrix of the head's computation, X to MultiHead(X), as tables."""
+    from qkv.viz.explain import format_matrix
+
     d = args.decimals
     s, dm = walk.x.shape
     dh = walk.d_k
@@ -128,6 +144,9 @@ def run(args) -> int:
     section(f"MultiHead(X) = Concat · W_O + b_O   ({s}, {dm})")
     print(format_matrix(walk.output, tokens, dims, d))
 
+
+def print_check(walk) -> bool:
+    """The hand computation against the model's own forward pass; True when they agree."""
     section("check against the model's own forward pass (max |by hand − model|)")
     for name, diff in walk.differences().items():
         print(f"  {name:<20} {diff:.2e}")
@@ -136,6 +155,12 @@ def run(args) -> int:
         f"  {'OK: the hand computation is the model' if ok else 'MISMATCH'}"
         f" (max abs difference {walk.max_abs_diff:.2e})"
     )
+    return ok
+
+
+def print_scaling() -> None:
+    """Why Eq. 1 divides by √d_k, measured (footnote 4 of §3.2.1)."""
+    from qkv.viz.explain import format_scaling_table, scaling_table
 
     section("why divide by √d_k: q, k ~ N(0, 1), 32 keys (footnote 4 of §3.2.1)")
     print(format_scaling_table(scaling_table(n_keys=32), n_keys=32))
@@ -144,4 +169,3 @@ def run(args) -> int:
         " (entropy → 0, tiny gradients)."
     )
     print("Dividing by √d_k keeps the variance at 1 and the softmax spread out, whatever d_k.")
-    return 0 if ok else 1
