@@ -150,8 +150,9 @@ def test_ctranslate2_export_greedy_equal_and_int8_close(dates, tmp_path):
 @pytest.mark.parametrize(
     "options",
     [dict(norm="pre", positional="learned", activation="gelu", tie_embeddings="none", eps=1e-6, shared=False),
-     dict(tie_embeddings="decoder", n_decoder_layers=1)],
-    ids=["pre-ln-learned-gelu-untied-separate", "decoder-tied-1-decoder-layer"],
+     dict(tie_embeddings="decoder", n_decoder_layers=1),
+     dict(activation="swish")],
+    ids=["pre-ln-learned-gelu-untied-separate", "decoder-tied-1-decoder-layer", "swish"],
 )
 def test_ctranslate2_expresses_every_transformer(tmp_path, options):
     model, src, sources = _random_checkpoint(tmp_path / "ckpt", **options)

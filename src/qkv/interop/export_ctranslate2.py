@@ -69,7 +69,12 @@ def transformer_spec(model: Transformer):
     from ctranslate2.specs import common_spec, transformer_spec
 
     c = model.config
-    activation = {"relu": common_spec.Activation.RELU, "gelu": common_spec.Activation.GELU}[c.activation]
+    activation = {
+        "relu": common_spec.Activation.RELU,
+        "gelu": common_spec.Activation.GELU,
+        "swish": common_spec.Activation.SWISH,
+        "silu": common_spec.Activation.SWISH,
+    }[c.activation]
     spec = transformer_spec.TransformerSpec.from_config(
         (c.n_layers, c.decoder_layers), c.n_heads, pre_norm=c.norm == "pre", activation=activation
     )
