@@ -239,9 +239,16 @@ def human_time(t: float) -> str:
     return f"{t * 1e6:.0f} µs" if t < 1e-3 else f"{t * 1e3:.1f} ms" if t < 1 else f"{t:.2f} s"
 
 
+PAPER_ROWS = {
+    "attention": ("O(n²·d)", "O(1)", "O(1)"),
+    "attention-fused": ("O(n²·d)", "O(1)", "O(1)"),
+    "lstm": ("O(n·d²)", "O(n)", "O(n)"),
+}
+
+
 def markdown(results: dict) -> str:
+    """The whole report: Table 1 with the measured exponents, then the three sweeps as tables."""
     a = results["args"]
-    sweep, dsweep, reach = results["n_sweep"], results["d_sweep"], results["path"]
     lines = [
         "# Table 1, measured",
         "",
@@ -250,17 +257,30 @@ def markdown(results: dict) -> str:
         f"Times are the fastest of ≥ {a['repeats']} runs; slopes are least-squares fits of log time vs "
         f"log n (or d) over the largest {a['fit_points']} points.",
         "",
+        *table1_rows(results),
+        "",
+        f"Peak memory: {results['peak_method']}. Saved for backward: bytes of the tensors autograd keeps "
+        "(exact, each storage once).",
+        "",
+        *n_sweep_rows(results),
+        "",
+        *d_sweep_rows(results),
+        "",
+        *path_rows(results),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def table1_rows(results: dict) -> list[str]:
+    """The paper's columns of Table 1 beside the measured slopes, per-token times and gradient reach."""
+    a, sweep, dsweep, reach = results["args"], results["n_sweep"], results["d_sweep"], results["path"]
+    lines = [
         "| Layer type | Complexity per layer (paper) | Sequential operations (paper) "
         "| Maximum path length (paper) "
         "| time ∝ n^k: k (fwd+bwd) | time ∝ d^k: k | peak memory ∝ n^k: k | saved for backward ∝ n^k: k "
         "| time per token, smallest → largest n | ‖∂y_n/∂x_1‖, smallest → largest n |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    paper = {
-        "attention": ("O(n²·d)", "O(1)", "O(1)"),
-        "attention-fused": ("O(n²·d)", "O(1)", "O(1)"),
-        "lstm": ("O(n·d²)", "O(n)", "O(n)"),
-    }
     for kind in KINDS:
         pts = [p for p in sweep if p["kind"] == kind]
         good = [p for p in pts if "error" not in p]
@@ -282,21 +302,22 @@ def markdown(results: dict) -> str:
             else "-"
         )
         lines.append(
-            f"| {LABELS[kind]} | {' | '.join(paper[kind])} | {k_n:.2f} | {k_d:.2f} | {k_m:.2f} | {k_s:.2f} "
+            f"| {LABELS[kind]} | {' | '.join(PAPER_ROWS[kind])} | {k_n:.2f} | {k_d:.2f} | {k_m:.2f} | {k_s:.2f} "
             f"| {per_token} | {grad} |"
         )
-    lines += [
-        "",
-        f"Peak memory: {results['peak_method']}. Saved for backward: bytes of the tensors autograd keeps "
-        "(exact, each storage once).",
-        "",
-        f"## Time and memory vs n (d = {a['d']}, forward + backward)",
+    return lines
+
+
+def n_sweep_rows(results: dict) -> list[str]:
+    """Time, peak memory and saved-for-backward bytes per sequence length n."""
+    sweep = results["n_sweep"]
+    lines = [
+        f"## Time and memory vs n (d = {results['args']['d']}, forward + backward)",
         "",
         "| n | " + " | ".join(f"{k}: time | {k}: peak | {k}: saved" for k in KINDS) + " |",
         "|---|" + "---|" * (3 * len(KINDS)),
     ]
-    ns = sorted({p["n"] for p in sweep})
-    for n in ns:
+    for n in sorted({p["n"] for p in sweep}):
         cells = []
         for kind in KINDS:
             p = next((p for p in sweep if p["kind"] == kind and p["n"] == n), None)
@@ -305,15 +326,16 @@ def markdown(results: dict) -> str:
             elif "error" in p:
                 cells += ["failed", "–", "–"]
             else:
-                cells += [
-                    human_time(p["t_fwd_bwd"]),
-                    human_bytes(p["peak_bytes"]),
-                    human_bytes(p["saved_bytes"]),
-                ]
+                cells += [human_time(p["t_fwd_bwd"]), human_bytes(p["peak_bytes"]), human_bytes(p["saved_bytes"])]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        f"## Time vs d (n = {a['d_sweep_n']}, forward + backward)",
+    return lines
+
+
+def d_sweep_rows(results: dict) -> list[str]:
+    """Time per model width d at a fixed n."""
+    dsweep = results["d_sweep"]
+    lines = [
+        f"## Time vs d (n = {results['args']['d_sweep_n']}, forward + backward)",
         "",
         "| d | " + " | ".join(KINDS) + " |",
         "|---|" + "---|" * len(KINDS),
@@ -324,8 +346,13 @@ def markdown(results: dict) -> str:
             p = next((p for p in dsweep if p["kind"] == kind and p["d"] == d), None)
             cells.append("–" if p is None or "error" in p else human_time(p["t_fwd_bwd"]))
         lines.append(f"| {d} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
+    return lines
+
+
+def path_rows(results: dict) -> list[str]:
+    """How much of the first token reaches the last output: the gradient norm per n."""
+    a, reach = results["args"], results["path"]
+    lines = [
         f"## Maximum path length: ‖∂(u·y_n)/∂x_1‖ (d = {a['path_d']}, float64, untrained, mean of "
         f"{a.get('path_seeds', 1)} draws)",
         "",
@@ -337,7 +364,7 @@ def markdown(results: dict) -> str:
             show_norm(next(r["grad_norm"] for r in reach if r["kind"] == k and r["n"] == n)) for k in KINDS
         ]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def plot(results: dict, path: Path) -> None:
