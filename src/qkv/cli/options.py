@@ -120,7 +120,12 @@ def device_name(text: str) -> str:
 
 def add_device_options(p, default: str = "auto") -> None:
     """``--device`` (checked against this machine) and ``--threads`` (CPU threads; applied by ``qkv.cli.main``)."""
-    p.add_argument("--device", type=device_name, default=default, help="auto (CUDA if available) | cpu | cuda[:N] | mps")
+    p.add_argument("--device", type=device_name, default=default, help="auto (CUDA if there is one) | cpu | cuda[:N] | mps")
+    add_threads_option(p)
+
+
+def add_threads_option(p) -> None:
+    """``--threads N``: ``torch.set_num_threads(N)`` before the command runs (for commands that stay on the CPU)."""
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
@@ -184,6 +189,7 @@ class ConfigOptions:
         choices: field -> the allowed values.
         helps: field -> help text (default: the field's entry in the class docstring).
         skip: fields without a flag (they keep the dataclass default).
+        only: if given, the only fields with a flag (e.g. the two model options a command exposes).
     """
 
     cls: type
@@ -194,16 +200,18 @@ class ConfigOptions:
     choices: Mapping[str, tuple] = field(default_factory=dict)
     helps: Mapping[str, str] = field(default_factory=dict)
     skip: tuple[str, ...] = ()
+    only: tuple[str, ...] = ()
 
     def fields(self) -> list[dataclasses.Field]:
-        return [f for f in dataclasses.fields(self.cls) if f.name not in self.skip]
+        named = [f for f in dataclasses.fields(self.cls) if not self.only or f.name in self.only]
+        return [f for f in named if f.name not in self.skip]
 
     def dest(self, name: str) -> str:
         """The ``args`` attribute of field ``name``."""
         return self.negate.get(name) or self.rename.get(name, name)
 
     def default(self, f: dataclasses.Field) -> Any:
-        return self.defaults[f.name] if f.name in self.defaults else f.default
+        return self.defaults.get(f.name, f.default)
 
     def add_to(self, group) -> None:
         """Add one option per field to ``group`` (a parser or an argument group)."""
