@@ -120,7 +120,7 @@ def device_name(text: str) -> str:
 
 def add_device_options(p, default: str = "auto") -> None:
     """``--device`` (checked against this machine) and ``--threads`` (CPU threads; applied by ``qkv.cli.main``)."""
-    p.add_argument("--device", type=device_name, default=default, help="auto (CUDA if there is one) | cpu | cuda[:N] | mps")
+    p.add_argument("--device", type=device_name, default=default, help="auto (CUDA if present) | cpu | cuda[:N] | mps")
     add_threads_option(p)
 
 
