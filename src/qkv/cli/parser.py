@@ -180,7 +180,8 @@ def _known_keys(parser, sections: Sequence[ConfigOptions]) -> dict[str, tuple[ar
     """key -> (action, whether the value is inverted): dests, long option names, config field names."""
     known: dict[str, tuple[argparse.Action, bool]] = {}
     for action in parser._actions:
-        if action.dest in NOT_RECORDED or action.help is argparse.SUPPRESS or not action.option_strings:
+        hidden = action.help is argparse.SUPPRESS or not action.option_strings
+        if hidden or action.dest in ("config", "help", "version"):
             continue
         known[action.dest] = (action, False)
         for option in action.option_strings:
