@@ -91,6 +91,7 @@ TRAIN_OPTIONS = ConfigOptions(
         "weight_decay": "weight decay (0 in the paper)",
         "label_smoothing": "label smoothing ε_ls (0.1 in the paper, §5.4)",
         "log_every_steps": "log every N steps",
+        "progress": "no progress bar (there is one only when stderr is a terminal)",
         "adam_beta1": "Adam β1 (§5.3)", "adam_beta2": "Adam β2 (§5.3)", "adam_eps": "Adam ε (§5.3)",
         "fsdp": "fully sharded data parallel, under torchrun (NCCL on GPUs, gloo on CPUs)",
         "activation_checkpointing": "recompute activations in the backward pass (less memory)",

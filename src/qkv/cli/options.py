@@ -218,12 +218,12 @@ class ConfigOptions:
         hints = typing.get_type_hints(self.cls)
         docs = field_docs(self.cls)
         for f in self.fields():
-            help_text = self.helps.get(f.name, docs.get(f.name, ""))
+            help_text = self.helps.get(f.name) or ("turn off: " if f.name in self.negate else "") + docs.get(f.name, "")
             flag = "--" + self.dest(f.name).replace("_", "-")
             kind = _base_type(hints[f.name])
             if kind is bool:
                 if f.name in self.negate:
-                    group.add_argument(flag, dest=self.dest(f.name), action="store_true", help=f"off: {help_text}")
+                    group.add_argument(flag, dest=self.dest(f.name), action="store_true", help=help_text)
                 else:
                     group.add_argument(flag, dest=self.dest(f.name), action="store_true",
                                        default=bool(self.default(f)), help=help_text)

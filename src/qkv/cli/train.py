@@ -89,7 +89,8 @@ def register(sub) -> None:
     add_set_option(m)
     add_train_options(p)
     o = p.add_argument_group("output")
-    o.add_argument("--out", required=True, help="run folder: checkpoints last/ best/ averaged/, results.json")
+    o.add_argument("--out", required=True, help="run folder: checkpoints last/ best/ averaged/, results.json, "
+                   "options.json (these options: --config OUT/options.json repeats the run)")
     o.add_argument("--resume", action="store_true", help="continue from OUT/last")
     o.add_argument("--no-bleu", action="store_true", help="select the best checkpoint by loss, skip val BLEU")
     o.add_argument("--average-last", type=positive_int, default=5,

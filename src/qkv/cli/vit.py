@@ -35,15 +35,22 @@ DEFAULTS = {
     "mnist-t10k": dict(preset="mnist", epochs=15, lr=2e-3, batch_size=64, shift=2),
     "sklearn-digits-8x8": dict(preset="digits", epochs=20, lr=3e-3, batch_size=32, shift=0),
 }
-_BY_DATA = "(default: by data set, 15 / 2e-3 / 64 for MNIST, 20 / 3e-3 / 32 for the 8x8 digits)"
+
+
+def _by_data(key: str) -> str:
+    mnist, digits = DEFAULTS["mnist-t10k"][key], DEFAULTS["sklearn-digits-8x8"][key]
+    return f"(default: by data set, {mnist:g} for MNIST, {digits:g} for the 8x8 digits)"
+
+
 #: the flags of `vit train` (ClassifyTrainConfig): epochs, lr and batch size default by data set (DEFAULTS)
 TRAIN_OPTIONS = ConfigOptions(
     ClassifyTrainConfig, skip=("word_dropout",),
     defaults={"epochs": None, "batch_size": None, "lr": None, "weight_decay": 0.05},
     types=dict(lr=positive_float, weight_decay=non_negative_float, warmup=fraction, label_smoothing=fraction,
                grad_clip=non_negative_float, seed=integer),
-    helps={"epochs": f"passes over the training images {_BY_DATA}", "lr": f"peak learning rate of AdamW {_BY_DATA}",
-           "batch_size": f"images per step {_BY_DATA}"},
+    helps={"epochs": f"passes over the training images {_by_data('epochs')}",
+           "lr": f"peak learning rate of AdamW {_by_data('lr')}",
+           "batch_size": f"images per step {_by_data('batch_size')}"},
 )  # fmt: skip
 
 
@@ -162,8 +169,8 @@ def register(sub) -> None:
     t.add_argument("--out", default="runs/vit", help="folder to write the model to")
     t.add_argument("--preset", choices=sorted(PRESETS), help="model size (default: by data set)")
     TRAIN_OPTIONS.add_to(t)
-    t.add_argument("--shift", type=non_negative_int, help="random-shift augmentation in pixels, 0 = off "
-                   "(default: by data set, 2 for MNIST, 0 for the 8x8 digits)")  # fmt: skip
+    shift = f"random-shift augmentation in pixels, 0 = off {_by_data('shift')}"
+    t.add_argument("--shift", type=non_negative_int, help=shift)
     add_device_options(t)
     t.set_defaults(func=cmd_train)
 
