@@ -179,6 +179,7 @@ def test_a_run_repeats_from_its_own_folder(tmp_path, capsys):
     # the run folder's options.json: the whole command again, into another folder
     again = tmp_path / "again"
     assert main(["train", "--config", str(first / "options.json"), "--out", str(again)]) == 0
+    assert json.loads((first / "options.json").read_text())["command"] == "train"
     a, b = read_config(first / "last"), read_config(again / "last")
     assert a["model"] == b["model"] and a["train"] == b["train"]
     # a checkpoint's config.json: model and training options (the data options come from the command line)
@@ -200,6 +201,9 @@ def test_config_refuses_unknown_keys_and_bad_values_in_one_line(tmp_path, capsys
     bad.write_text(json.dumps({"no_test": "yes"}))
     assert main(["train", "--config", str(bad), *TRAIN[1:]]) == 2
     assert "true or false" in one_line_error(capsys)
+    bad.write_text(json.dumps({"command": "vit train", "epochs": 1}))  # recorded by another command
+    assert main(["train", "--config", str(bad), *TRAIN[1:]]) == 2
+    assert "`qkv vit train`, not `qkv train`" in one_line_error(capsys)
     bad.write_text("[1, 2]")
     assert main(["train", "--config", str(bad), *TRAIN[1:]]) == 2
     assert "mapping" in one_line_error(capsys)

@@ -23,7 +23,7 @@ from qkv.cli.options import (
     positive_float,
     positive_int,
 )
-from qkv.cli.parser import ConfigFile, add_config_option, model_overrides, recorded_options
+from qkv.cli.parser import ConfigFile, add_config_option, model_overrides, run_record
 from qkv.data.sst2 import find_sst2, read_sst2
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
@@ -101,7 +101,7 @@ def cmd_pretrain(args) -> int:
     metrics = {"mlm_loss": history[-1]["loss"], "masked_acc": history[-1]["accuracy"]}
     seconds = time.perf_counter() - start
     out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, task="mlm", seconds=seconds,
-               options=recorded_options(args))
+               **run_record(args))
     print(f"saved pre-trained encoder to {out} ({time.perf_counter() - start:.0f}s)")
     return 0
 
@@ -148,7 +148,7 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - start
     init = str(args.init) if args.init else None
     metrics = {"dev_acc": history[-1]["dev_acc"]}
-    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds, options=recorded_options(args))
+    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds, **run_record(args))
     out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, **extra)
     print(f"dev accuracy {100 * history[-1]['dev_acc']:.3f} % after {seconds:.0f}s; saved to {out}")
     return 0
@@ -196,8 +196,8 @@ examples:
 }
 
 
-def _common(p, options: ConfigOptions) -> None:
-    add_config_option(p, ConfigFile(sections=(options, MODEL_OPTIONS), train=options,
+def _common(p, command: str, options: ConfigOptions) -> None:
+    add_config_option(p, ConfigFile(command, sections=(options, MODEL_OPTIONS), train=options,
                                     from_checkpoint=options_from_checkpoint))  # fmt: skip
     p.add_argument("--data", required=True, help="SST-2 folder with train.tsv and dev.tsv")
     p.add_argument("--out", required=True, help="folder to write the model to")
@@ -224,7 +224,7 @@ def register(sub) -> None:
         description="Train a Transformer-encoder classifier on SST-2 (or fine-tune a pre-trained one, --init); "
         "print the dev accuracy per epoch and save the model.",
     )  # fmt: skip
-    _common(t, TRAIN_OPTIONS)
+    _common(t, "classify train", TRAIN_OPTIONS)
     t.add_argument("--init", help="a folder written by `qkv classify pretrain` to fine-tune from")
     t.set_defaults(func=cmd_train)
 
@@ -233,7 +233,7 @@ def register(sub) -> None:
         description="Pre-train the encoder with BERT's masked-language-model objective on the SST-2 training "
         "sentences; `classify train --init` fine-tunes from it.", epilog=EXAMPLES["pretrain"],
     )  # fmt: skip
-    _common(m, PRETRAIN_OPTIONS)
+    _common(m, "classify pretrain", PRETRAIN_OPTIONS)
     m.set_defaults(func=cmd_pretrain)
 
     q = cmds.add_parser(

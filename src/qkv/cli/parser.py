@@ -134,20 +134,26 @@ class ConfigFile:
     """What ``--config`` of one command reads.
 
     Args:
+        command: the command's words (``"classify train"``): a file recorded by another command is refused.
         sections: the :class:`ConfigOptions` of the command (their field names are accepted as keys).
         train: the one of them that a checkpoint's ``"train"`` section holds.
         from_checkpoint: the rest of a checkpoint's ``config.json`` (one without recorded ``"options"``) as
             option values, e.g. ``arch`` and the ``model`` section as ``--set`` overrides.
     """
 
+    command: str
     sections: Sequence[ConfigOptions] = ()
     train: ConfigOptions | None = None
     from_checkpoint: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
     def flat(self, data: Mapping[str, Any]) -> dict[str, Any]:
         """The file's contents as ``{option: value}`` (a checkpoint's ``config.json`` unpacked)."""
+        data = dict(data)
+        written_by = data.pop("command", None)
+        if written_by is not None and written_by != self.command:
+            raise ConfigError(f"recorded by `qkv {written_by}`, not `qkv {self.command}`")
         if not is_checkpoint_config(data):
-            return dict(data)
+            return data
         if isinstance(data.get("options"), dict):
             return {k: v for k, v in data["options"].items() if k not in NOT_RECORDED}
         out = dict(self.from_checkpoint(data)) if self.from_checkpoint else {}
@@ -242,3 +248,14 @@ def recorded_options(args: argparse.Namespace) -> dict[str, Any]:
         k: v for k, v in vars(args).items()
         if k not in NOT_RECORDED and not k.endswith("_command") and not callable(v)
     }  # fmt: skip
+
+
+def command_words(args: argparse.Namespace) -> str:
+    """``"classify train"`` for ``qkv classify train ...``."""
+    actions = [v for k, v in vars(args).items() if k.endswith("_command") and isinstance(v, str)]
+    return " ".join([args.command, *actions])
+
+
+def run_record(args: argparse.Namespace) -> dict[str, Any]:
+    """``{"command": ..., "options": ...}``: what a run records in its ``config.json`` to be repeated."""
+    return {"command": command_words(args), "options": recorded_options(args)}

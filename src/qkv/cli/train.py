@@ -19,7 +19,7 @@ from qkv.cli._common import (
     train_config_from_args,
 )
 from qkv.cli.options import add_device_options, positive_int
-from qkv.cli.parser import ConfigFile, add_config_option, model_overrides, recorded_options
+from qkv.cli.parser import ConfigFile, add_config_option, command_words, model_overrides, recorded_options
 
 log = logging.getLogger("qkv.cli")
 
@@ -53,7 +53,9 @@ def options_from_checkpoint(data) -> dict:
     return {"arch": data["arch"], **model_overrides(data["model"], derived)}
 
 
-CONFIG_FILE = ConfigFile(sections=(TRAIN_OPTIONS,), train=TRAIN_OPTIONS, from_checkpoint=options_from_checkpoint)
+CONFIG_FILE = ConfigFile(
+    "train", sections=(TRAIN_OPTIONS,), train=TRAIN_OPTIONS, from_checkpoint=options_from_checkpoint
+)
 
 
 def schedule_for(args: argparse.Namespace) -> dict:
@@ -138,7 +140,8 @@ def run(args: argparse.Namespace) -> int:
 
     if is_main:  # the options of this command: `qkv train --config OUT/options.json` repeats the run
         out.mkdir(parents=True, exist_ok=True)
-        (out / "options.json").write_text(json.dumps(recorded_options(args), indent=2, default=str) + "\n")
+        options = {"command": command_words(args), **recorded_options(args)}
+        (out / "options.json").write_text(json.dumps(options, indent=2, default=str) + "\n")
     bleu_fn = None
     if not args.no_bleu:
         bleu_fn = greedy_bleu([s for s, _ in data.valid], data.text["val"].tgt, data.tokenizers.tgt.decode)

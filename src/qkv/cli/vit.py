@@ -23,7 +23,7 @@ from qkv.cli.options import (
     non_negative_int,
     positive_float,
 )
-from qkv.cli.parser import ConfigFile, add_config_option, recorded_options
+from qkv.cli.parser import ConfigFile, add_config_option, run_record
 from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.tasks.image_classification import accuracy, train_image_classifier
@@ -111,7 +111,7 @@ def cmd_train(args) -> int:
     data_dir = str(args.data) if args.data else None
     extra = dict(data=splits.name, data_dir=data_dir, seconds=seconds)
     save_classifier_checkpoint(args.out, model, train_cfg, history, metrics={"test_acc": acc}, **extra,
-                               options=recorded_options(args))
+                               **run_record(args))
     print(f"test accuracy {acc:.4f} after {seconds:.0f}s; saved to {args.out}")
     return 0
 
@@ -163,7 +163,7 @@ def register(sub) -> None:
         description="Train a ViT on MNIST t10k (--data: 8,000 train / 2,000 test images) or, without --data, on "
         "scikit-learn's 8x8 digits; print the test accuracy per epoch and save the model.",
     )  # fmt: skip
-    add_config_option(t, ConfigFile(sections=(TRAIN_OPTIONS,), train=TRAIN_OPTIONS,
+    add_config_option(t, ConfigFile("vit train", sections=(TRAIN_OPTIONS,), train=TRAIN_OPTIONS,
                                     from_checkpoint=options_from_checkpoint))  # fmt: skip
     t.add_argument("--data", help="MNIST folder with t10k-*-ubyte.gz (default: scikit-learn 8x8 digits)")
     t.add_argument("--out", default="runs/vit", help="folder to write the model to")
