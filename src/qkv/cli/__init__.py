@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a parse error already printed on one line
-        return done.code if isinstance(done.code, int) else 2
+        return 0 if done.code is None else done.code if isinstance(done.code, int) else 2
     if getattr(args, "threads", None):
         import torch
 
