@@ -1,4 +1,4 @@
-"""Helpers shared by the command modules: devices, logging, the training options."""
+"""Helpers shared by the command modules: devices, logging, ``--set``, the training options."""
 
 from __future__ import annotations
 
@@ -10,8 +10,19 @@ from typing import Any
 
 import torch
 
+from qkv.cli.options import (
+    ConfigOptions,
+    fraction,
+    integer,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+)
 from qkv.config import ConfigError
-from qkv.train.config import TrainConfig
+from qkv.train.config import SCHEDULES, TrainConfig
+
+#: ``qkv train`` without --epochs, --max-steps or --max-minutes trains this many epochs
+DEFAULT_EPOCHS = 10
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,58 +70,44 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+#: the flags of TrainConfig (``qkv train``): one per field, spelled as they always were
+TRAIN_OPTIONS = ConfigOptions(
+    TrainConfig,
+    rename={"max_epochs": "epochs", "max_time_minutes": "max_minutes", "warmup_steps": "warmup",
+            "eval_every_steps": "eval_every", "save_every_steps": "save_every", "log_every_steps": "log_every"},
+    negate={"progress": "no_progress"},
+    types={"max_time_minutes": positive_float, "warmup_steps": non_negative_int, "lr": positive_float,
+           "lr_scale": positive_float, "adam_beta1": fraction, "adam_beta2": fraction, "adam_eps": positive_float,
+           "weight_decay": non_negative_float, "label_smoothing": fraction, "clip_norm": positive_float,
+           "seed": integer},
+    choices={"lr_schedule": SCHEDULES},
+    helps={
+        "max_tokens": "padded tokens per batch (source or target, whichever is longer; the global batch under DDP)",
+        "max_steps": "stop after this many optimizer steps (counting a resumed run's)",
+        "max_epochs": f"stop after this many epochs (default: {DEFAULT_EPOCHS} when no --max-steps / --max-minutes)",
+        "max_time_minutes": "stop after this much wall time, in minutes (of this call)",
+        "lr_schedule": "noam = Eq. 3 (the paper); inverse_sqrt / constant (options) warm up to --lr",
+        "warmup_steps": "warm-up steps (4000 in the paper)",
+        "weight_decay": "weight decay (0 in the paper)",
+        "label_smoothing": "label smoothing ε_ls (0.1 in the paper, §5.4)",
+        "log_every_steps": "log every N steps",
+        "progress": "no progress bar (there is one only when stderr is a terminal)",
+        "adam_beta1": "Adam β1 (§5.3)", "adam_beta2": "Adam β2 (§5.3)", "adam_eps": "Adam ε (§5.3)",
+        "fsdp": "fully sharded data parallel, under torchrun (NCCL on GPUs, gloo on CPUs)",
+        "activation_checkpointing": "recompute activations in the backward pass (less memory)",
+    },
+)  # fmt: skip
+
+
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    """Options of :class:`qkv.train.config.TrainConfig` (paper defaults, §5)."""
+    """Options of :class:`qkv.train.config.TrainConfig` (paper defaults, §5), derived from its fields."""
     g = p.add_argument_group("training (§5 of the paper)")
-    g.add_argument("--max-tokens", type=int, default=4096, help="padded tokens per batch (default 4096)")
-    g.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")
-    g.add_argument("--epochs", type=int, default=None, help="stop after this many epochs")
-    g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    g.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
-    g.add_argument("--lr-schedule", choices=["noam", "inverse_sqrt", "constant"], default="noam",
-                   help="noam = Eq. 3 (default); inverse_sqrt/constant need --lr")
-    g.add_argument("--warmup", type=int, default=4000, help="warm-up steps (4000 in the paper)")
-    g.add_argument("--lr", type=float, default=None, help="peak learning rate (inverse_sqrt/constant)")
-    g.add_argument("--lr-scale", type=float, default=1.0, help="factor on Eq. 3 (noam)")
-    g.add_argument("--label-smoothing", type=float, default=0.1, help="ε_ls (0.1 in the paper)")
-    g.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm (off by default)")
-    g.add_argument("--seed", type=int, default=1, help="seed: a CPU run repeats exactly")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
-    g.add_argument("--eval-every", type=int, default=None, help="also validate every N steps")
-    g.add_argument("--keep-checkpoints", type=int, default=5, help="periodic checkpoints kept for averaging")
-    g.add_argument("--save-every", type=int, default=None, help="write a checkpoint every N steps")
-    g.add_argument("--log-every", type=int, default=100, help="log every N steps")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument(
-        "--fsdp", action="store_true", help="fully sharded data parallel, under torchrun (NCCL on GPUs, gloo on CPUs)"
-    )
-    g.add_argument("--activation-checkpointing", action="store_true", help="recompute activations (memory)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the training forward (GPU speed)")
+    TRAIN_OPTIONS.add_to(g)
 
 
-def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
-    if args.epochs is None and args.max_steps is None and args.max_minutes is None:
-        args.epochs = 10
-    return TrainConfig(
-        max_tokens=args.max_tokens,
-        accum_steps=args.accum_steps,
-        max_steps=args.max_steps,
-        max_epochs=args.epochs,
-        max_time_minutes=args.max_minutes,
-        lr_schedule=args.lr_schedule,
-        warmup_steps=args.warmup,
-        lr=args.lr,
-        lr_scale=args.lr_scale,
-        label_smoothing=args.label_smoothing,
-        clip_norm=args.clip_norm,
-        seed=args.seed,
-        bf16=args.bf16,
-        eval_every_steps=args.eval_every,
-        save_every_steps=args.save_every,
-        keep_checkpoints=args.keep_checkpoints,
-        log_every_steps=args.log_every,
-        progress=not args.no_progress,
-        fsdp=args.fsdp,
-        activation_checkpointing=args.activation_checkpointing,
-        compile=args.compile,
-    )
+def train_config_from_args(args: argparse.Namespace, **resolved: Any) -> TrainConfig:
+    """The TrainConfig of ``args``: :data:`DEFAULT_EPOCHS` epochs when no limit is given, ``resolved`` on top."""
+    limits = (args.epochs, args.max_steps, args.max_minutes)
+    if all(v is None for v in limits) and "max_epochs" not in resolved:
+        resolved["max_epochs"] = DEFAULT_EPOCHS
+    return TRAIN_OPTIONS.build(args, **resolved)

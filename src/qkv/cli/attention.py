@@ -5,6 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from qkv.cli import CliError
+from qkv.cli._common import resolve_device
+from qkv.cli.options import add_device_options, add_hidden_alias, non_negative_int, positive_int
+
+EXAMPLES = """\
+examples:
+  qkv attention "Ein Hund läuft." --model runs/de-en/best --out attention/dog
+  qkv attention "Ein Hund läuft." --model runs/de-en/best --target "A dog runs." --formats png
+  qkv attention "a gripping , funny film" --model runs/sst2      # a text classifier's self-attention
+  qkv attention "may 4 two thousand one"                          # no --model: an untrained demo model
+"""
 
 
 def register(sub) -> None:
@@ -14,6 +24,7 @@ def register(sub) -> None:
         description="Run the model on SOURCE (and its translation, or --target) and save every attention "
         "map: {kind}_layer{l}.png/.svg (heads as panels), alignment_layer{l}.png/.svg, attention.npz, "
         "attention.html.",
+        epilog=EXAMPLES,
     )
     p.add_argument("source", help="the source sentence (or the sentence to classify, for a classifier)")
     p.add_argument(
@@ -24,16 +35,17 @@ def register(sub) -> None:
     p.add_argument(
         "--target", help="target sentence fed to the decoder (default: the model's own translation)"
     )
-    p.add_argument("--out", default="attention", help="output folder (default: ./attention)")
-    p.add_argument("--beam-size", type=int, default=5, help="beam size for the translation (1 = greedy)")
+    p.add_argument("--out", default="attention", help="output folder")
+    p.add_argument("--beam", type=positive_int, default=5, help="beam size for the translation (1 = greedy)")
+    add_hidden_alias(p, "--beam-size", dest="beam", type=positive_int)
     p.add_argument(
         "--layer",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="decoder layer of the alignment view, counted from 1 (default: the last)",
     )
     p.add_argument("--formats", default="png,svg", help="comma-separated figure formats (default: png,svg)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_device_options(p, default="cpu")
     p.set_defaults(func=run)
 
 
@@ -48,7 +60,7 @@ def load_translator(model: str | None, device: str = "cpu"):
         raise CliError(f"checkpoint folder not found: {path}")
     from qkv.tasks.translation import Translator
 
-    translator = Translator.load(path, device=device)
+    translator = Translator.load(path, device=resolve_device(device))
     n = sum(p.numel() for p in translator.model.parameters())
     return translator, f"{path} ({type(translator.model).__name__}, {n:,} parameters)", False
 
@@ -62,8 +74,6 @@ def run(args) -> int:
     bad = sorted(set(formats) - {"png", "svg", "pdf"})
     if bad or not formats:
         raise CliError(f"--formats takes png, svg or pdf, got {args.formats!r}")
-    if args.beam_size < 1:
-        raise CliError(f"--beam-size must be at least 1, got {args.beam_size}")
     if not args.source.strip():
         raise CliError("the source sentence is empty")
     if args.model is not None and Path(args.model).is_dir():
@@ -76,7 +86,7 @@ def run(args) -> int:
             raise CliError(f"{args.model} is a ViT, which reads images: use `qkv vit attention --model "
                            f"{args.model} --index N` for its maps over patches and the rollout")
     translator, description, untrained = load_translator(args.model, args.device)
-    view = translator.attention(args.source, args.target, beam_size=args.beam_size)
+    view = translator.attention(args.source, args.target, beam_size=args.beam)
     kinds = transformer_kinds(view.maps, view.src_tokens, view.tgt_tokens)
     n_layers = len(view.maps.cross)
     if n_layers and not 0 <= args.layer <= n_layers:
@@ -113,17 +123,18 @@ def run_classifier(args, formats: list[str]) -> int:
     from qkv.viz.maps import collect_kinds
     from qkv.viz.walk import model_walk
 
-    loaded = load_checkpoint(args.model, device=args.device)
+    device = resolve_device(args.device)
+    loaded = load_checkpoint(args.model, device=device)
     model, tokenizer = loaded.model, TokenizerFile.load(args.model)
     ids = encode(tokenizer, [args.source], model.config.max_len)[0]
     with torch.no_grad():
-        logits, maps = model(torch.tensor([ids], device=args.device), return_attention=True)  # (1, C), L×(1,H,N,N)
+        logits, maps = model(torch.tensor([ids], device=device), return_attention=True)  # (1, C), L×(1,H,N,N)
     tokens = ["[CLS]", *tokenizer.tokens(args.source)][: len(ids) + 1]
     probs = logits.softmax(-1)[0]
     labels = loaded.config.get("labels") or [str(i) for i in range(len(probs))]
     k = int(probs.argmax())
     kinds = collect_kinds({"encoder_self": maps}, {"encoder_self": (tokens, tokens)})
-    walk = model_walk(model, lambda: model(torch.tensor([ids], device=args.device), return_attention=True))
+    walk = model_walk(model, lambda: model(torch.tensor([ids], device=device), return_attention=True))
     written = export_attention(
         kinds, args.out, title=f"Attention: {args.source}",
         subtitle=f"{args.source}  →  {labels[k]} ({probs[k]:.2f})  [{args.model}]", formats=formats, walk=walk,

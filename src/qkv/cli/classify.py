@@ -13,7 +13,17 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
-from qkv.cli._common import add_set_option, parse_overrides
+from qkv.cli._common import add_set_option, parse_overrides, resolve_device
+from qkv.cli.options import (
+    ConfigOptions,
+    add_device_options,
+    fraction,
+    integer,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+from qkv.cli.parser import ConfigFile, add_config_option, model_overrides, run_record
 from qkv.data.sst2 import find_sst2, read_sst2
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
@@ -30,15 +40,38 @@ from qkv.train.checkpoint import load_checkpoint, read_config
 from qkv.train.fit import ClassifyTrainConfig
 from qkv.train.fit import save_classifier_checkpoint as save
 
+_FIT_TYPES = dict(lr=positive_float, weight_decay=non_negative_float, warmup=fraction, label_smoothing=fraction,
+                  grad_clip=non_negative_float, word_dropout=fraction, mask_prob=fraction, seed=integer)
+#: the flags of `classify train` (ClassifyTrainConfig) and `classify pretrain` (MLMConfig)
+TRAIN_OPTIONS = ConfigOptions(
+    ClassifyTrainConfig, defaults={"epochs": 3, "word_dropout": None}, types=_FIT_TYPES,
+    helps={"word_dropout": "replace training tokens by [UNK] with this probability (default: 0.2 from scratch, "
+                           "0 with --init)"},
+)  # fmt: skip
+PRETRAIN_OPTIONS = ConfigOptions(MLMConfig, types=_FIT_TYPES)
+#: model options beside --preset / --set (None: the preset's)
+MODEL_OPTIONS = ConfigOptions(
+    ClassifierConfig, only=("pooling", "dropout"), defaults={"pooling": None, "dropout": None},
+    types={"dropout": fraction}, choices={"pooling": ("cls", "mean")},
+    helps={"pooling": "override the preset's pooling (default: the preset's)",
+           "dropout": "override the preset's dropout (default: the preset's)"},
+)  # fmt: skip
+
+
+def _model_options(args) -> dict:
+    return {k: v for k, v in MODEL_OPTIONS.values(args).items() if v is not None}
+
+
+def options_from_checkpoint(data) -> dict:
+    """A classifier's ``config.json`` without recorded options: its model (as ``--set``) and ``--init``."""
+    return {**model_overrides(data["model"], ("vocab_size", "mask_id")), "init": data.get("init")}
+
 
 def _new_model(args, tokenizer: SubwordTokenizer) -> TextClassifier:
     overrides = parse_overrides(args.overrides)
     overrides.update(vocab_size=tokenizer.vocab_size + 1, mask_id=tokenizer.vocab_size)  # last id = [MASK]
-    if args.pooling:
-        overrides["pooling"] = args.pooling
-    if args.dropout is not None:
-        overrides["dropout"] = args.dropout
-    return TextClassifier(ClassifierConfig.preset(args.preset, **overrides))
+    overrides.update(_model_options(args))
+    return TextClassifier(ClassifierConfig.preset(args.preset, **overrides)).to(resolve_device(args.device))
 
 
 def _load_data(args):
@@ -58,7 +91,7 @@ def cmd_pretrain(args) -> int:
     model = _new_model(args, tokenizer)
     ids = encode(tokenizer, train.sentences, model.config.max_len)
     print(f"MLM pre-training on {len(ids)} SST-2 training sentences, {model.num_parameters():,} parameters")
-    config = MLMConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    config = PRETRAIN_OPTIONS.build(args)
     history = pretrain_mlm(
         model,
         ids,
@@ -67,7 +100,8 @@ def cmd_pretrain(args) -> int:
     )
     metrics = {"mlm_loss": history[-1]["loss"], "masked_acc": history[-1]["accuracy"]}
     seconds = time.perf_counter() - start
-    out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, task="mlm", seconds=seconds)
+    out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, task="mlm", seconds=seconds,
+               **run_record(args))
     print(f"saved pre-trained encoder to {out} ({time.perf_counter() - start:.0f}s)")
     return 0
 
@@ -83,10 +117,9 @@ def cmd_train(args) -> int:
         tokenizer = TokenizerFile.load(args.init)
         if args.pooling and args.pooling != info["model"].get("pooling"):
             raise CliError(f"--pooling {args.pooling} differs from the pre-trained model's pooling")
-        overrides = {}
-        if args.dropout is not None:
-            overrides["dropout"] = args.dropout
+        overrides = {k: v for k, v in _model_options(args).items() if k == "dropout"}
         model = TextClassifier(ClassifierConfig.from_dict({**info["model"], **overrides}, where=f"--init {args.init}"))
+        model.to(resolve_device(args.device))
         fresh = load_pretrained_encoder(model, args.init)
         print(f"initialised from {args.init} (fresh: {', '.join(fresh) or 'nothing'})")
     else:
@@ -101,14 +134,9 @@ def cmd_train(args) -> int:
         f"SST-2: {len(train_ids)} train / {len(dev_ids)} dev sentences, vocab {tokenizer.vocab_size}, "
         f"{model.num_parameters():,} parameters, pooling={model.config.pooling}"
     )
-    config = ClassifyTrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        word_dropout=args.word_dropout if args.word_dropout is not None else (0.0 if args.init else 0.2),
-        seed=args.seed,
-    )
+    # word dropout regularises training from scratch; a pre-trained encoder is fine-tuned without it
+    word_dropout = args.word_dropout if args.word_dropout is not None else (0.0 if args.init else 0.2)
+    config = TRAIN_OPTIONS.build(args, word_dropout=word_dropout)
 
     def report(r):
         print(
@@ -120,7 +148,7 @@ def cmd_train(args) -> int:
     seconds = time.perf_counter() - start
     init = str(args.init) if args.init else None
     metrics = {"dev_acc": history[-1]["dev_acc"]}
-    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds)
+    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds, **run_record(args))
     out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, **extra)
     print(f"dev accuracy {100 * history[-1]['dev_acc']:.3f} % after {seconds:.0f}s; saved to {out}")
     return 0
@@ -128,7 +156,7 @@ def cmd_train(args) -> int:
 
 def cmd_predict(args) -> int:
     folder = Path(args.model)
-    loaded = load_checkpoint(folder)
+    loaded = load_checkpoint(folder, device=resolve_device(args.device))
     model = loaded.model
     if not isinstance(model, TextClassifier):
         raise CliError(f"{folder} is not a text classifier")
@@ -149,42 +177,71 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _common(p, epochs: int, lr: float, batch_size: int) -> None:
+EXAMPLES = {
+    "train": """\
+examples:
+  qkv classify train --data ../shared/data/sst2 --out runs/sst2
+  qkv classify train --data ../shared/data/sst2 --out runs/sst2-ft --init runs/sst2-mlm --epochs 2
+  qkv classify train --config runs/sst2/config.json --out runs/sst2-again      # repeat a run
+""",
+    "pretrain": """\
+examples:
+  qkv classify pretrain --data ../shared/data/sst2 --out runs/sst2-mlm --epochs 3
+""",
+    "predict": """\
+examples:
+  qkv classify predict --model runs/sst2 "a gripping , funny film" "a dull mess"
+  qkv classify predict --model runs/sst2 --file sentences.txt
+""",
+}
+
+
+def _common(p, command: str, options: ConfigOptions) -> None:
+    add_config_option(p, ConfigFile(command, sections=(options, MODEL_OPTIONS), train=options,
+                                    from_checkpoint=options_from_checkpoint))  # fmt: skip
     p.add_argument("--data", required=True, help="SST-2 folder with train.tsv and dev.tsv")
     p.add_argument("--out", required=True, help="folder to write the model to")
-    p.add_argument("--epochs", type=int, default=epochs)
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW, warm-up, linear decay)")
+    options.add_to(p)
     p.add_argument("--preset", default="sst2", choices=sorted(PRESETS), help="model size (ClassifierConfig)")
-    p.add_argument("--pooling", choices=["cls", "mean"], help="override the preset's pooling")
-    p.add_argument("--dropout", type=float, help="override the preset's dropout")
+    MODEL_OPTIONS.add_to(p)
     add_set_option(p)
-    p.add_argument("--vocab-size", type=int, default=16000)
-    p.add_argument("--tokenizer", default="word", choices=["word", "bpe", "unigram"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab-size", type=positive_int, default=16000, help="vocabulary size of the tokenizer")
+    p.add_argument("--tokenizer", default="word", choices=["word", "bpe", "unigram"], help="tokenizer model")
+    add_device_options(p)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("classify", help="sentence classification (SST-2): pretrain, train, predict")
+    p = sub.add_parser(
+        "classify", help="sentence classification (SST-2): pretrain, train, predict",
+        description="BERT-style sentence classification on SST-2: MLM pre-training, (fine-)tuning, prediction.",
+        epilog="examples:\n  qkv classify train --data ../shared/data/sst2 --out runs/sst2\n"
+        "  qkv classify predict --model runs/sst2 \"a gripping , funny film\"\n  qkv classify ACTION --help\n",
+    )  # fmt: skip
     cmds = p.add_subparsers(dest="classify_command", metavar="ACTION", required=True)
 
-    t = cmds.add_parser("train", help="train (or fine-tune) a classifier on SST-2; reports dev accuracy")
-    _common(t, epochs=3, lr=1e-3, batch_size=64)
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument(
-        "--word-dropout",
-        type=float,
-        help="replace training tokens by [UNK] with this probability (default 0.2 from scratch, 0 with --init)",
-    )
+    t = cmds.add_parser(
+        "train", help="train (or fine-tune) a classifier on SST-2; reports dev accuracy", epilog=EXAMPLES["train"],
+        description="Train a Transformer-encoder classifier on SST-2 (or fine-tune a pre-trained one, --init); "
+        "print the dev accuracy per epoch and save the model.",
+    )  # fmt: skip
+    _common(t, "classify train", TRAIN_OPTIONS)
     t.add_argument("--init", help="a folder written by `qkv classify pretrain` to fine-tune from")
     t.set_defaults(func=cmd_train)
 
-    m = cmds.add_parser("pretrain", help="masked-language-model pre-training on the SST-2 training sentences")
-    _common(m, epochs=3, lr=1e-3, batch_size=128)
+    m = cmds.add_parser(
+        "pretrain", help="masked-language-model pre-training on the SST-2 training sentences",
+        description="Pre-train the encoder with BERT's masked-language-model objective on the SST-2 training "
+        "sentences; `classify train --init` fine-tunes from it.", epilog=EXAMPLES["pretrain"],
+    )  # fmt: skip
+    _common(m, "classify pretrain", PRETRAIN_OPTIONS)
     m.set_defaults(func=cmd_pretrain)
 
-    q = cmds.add_parser("predict", help="classify sentences with a trained model")
+    q = cmds.add_parser(
+        "predict", help="classify sentences with a trained model", epilog=EXAMPLES["predict"],
+        description="Print the predicted label, its probability and the sentence, one line each.",
+    )  # fmt: skip
     q.add_argument("--model", required=True, help="folder written by `qkv classify train`")
     q.add_argument("sentences", nargs="*", help="sentences to classify")
     q.add_argument("--file", help="a text file, one sentence a line")
+    add_device_options(q)
     q.set_defaults(func=cmd_predict)

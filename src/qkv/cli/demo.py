@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from qkv.cli._common import resolve_device, setup_logging
+from qkv.cli.options import add_device_options, integer, positive_float, positive_int
 
 log = logging.getLogger("qkv.cli")
 
@@ -25,6 +26,12 @@ EXAMPLES = [
     "tuesday , may 3rd , 2011",
     "two thousand and five , october 30th",
 ]
+USAGE = """\
+examples:
+  qkv demo                                  # 3 minutes on the CPU, everything in runs/demo/
+  qkv demo --minutes 10 --out runs/demo10   # longer: close to 100 % exact matches
+  qkv demo --device cuda --minutes 1
+"""
 
 
 def register(sub) -> None:
@@ -33,15 +40,16 @@ def register(sub) -> None:
         help="train a small model on a built-in task (dates in words -> ISO), no download",
         description="Generate a dates-in-words -> ISO-dates corpus, train a small Transformer on it for a "
         "few minutes, print example translations and test accuracy, and save attention pictures.",
+        epilog=USAGE,
     )
-    p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget (default 3)")
-    p.add_argument("--n-train", type=int, default=30_000, help="training pairs (default 30000)")
-    p.add_argument("--n-test", type=int, default=500, help="validation and test pairs each (default 500)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--beam", type=int, default=5, help="beam size for the test translations")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--out", default="runs/demo", help="run folder")
+    p.add_argument("--minutes", type=positive_float, default=3.0, help="training time budget")
+    p.add_argument("--n-train", type=positive_int, default=30_000, help="training pairs")
+    p.add_argument("--n-test", type=positive_int, default=500, help="validation and test pairs each")
+    p.add_argument("--seed", type=integer, default=1, help="seed of the corpus, the model and the training")
+    p.add_argument("--beam", type=positive_int, default=5, help="beam size for the test translations")
+    add_device_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 

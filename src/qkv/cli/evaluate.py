@@ -6,6 +6,7 @@ import argparse
 import json
 
 from qkv.cli._common import resolve_device
+from qkv.cli.options import add_device_options, finite_float, positive_int
 
 EXAMPLES = """\
 examples:
@@ -23,18 +24,17 @@ def register(sub) -> None:
         description="Corpus BLEU (sacreBLEU, cased, 13a tokenization) and chrF with their signatures, plus "
         "lowercased BLEU for comparison with papers that report it.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", help="checkpoint folder to translate with")
     p.add_argument("--data", help="corpus folder (with --src/--tgt); scores the --split")
     p.add_argument("--src", help="source language suffix")
     p.add_argument("--tgt", help="target language suffix")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test", help="the split of --data")
     p.add_argument("--hyp", help="file of translations (instead of --model)")
     p.add_argument("--ref", help="file of references (instead of --data)")
-    p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy")
-    p.add_argument("--alpha", type=float, default=0.6, help="length penalty α")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 = greedy")
+    p.add_argument("--alpha", type=finite_float, default=0.6, help="length penalty α")
+    add_device_options(p)
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=run)

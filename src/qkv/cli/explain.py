@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 from qkv.cli import CliError
+from qkv.cli.options import add_threads_option, integer, positive_int
+
+EXAMPLES = """\
+examples:
+  qkv explain "the cat sat on the mat"                     # a small seeded model, layer 1, head 1
+  qkv explain "Ein Hund läuft." --model runs/de-en/best --layer 2 --head 3
+  qkv explain --hash-table | head -20                      # attention as a soft dictionary lookup
+"""
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "explain",
         help="walk through one attention head by hand (X, W_Q/W_K/W_V, Q·Kᵀ, √d_k, softmax, W_O), checked",
+        description="Compute one head of one encoder layer by hand, print every intermediate matrix, and check "
+        "the result against the model's own forward pass (on the CPU).",
+        epilog=EXAMPLES,
     )
     p.add_argument("sentence", nargs="?", help="a short source sentence")
     p.add_argument(
         "--model", help="checkpoint folder (default: a small seeded model with a word-level vocabulary)"
     )
-    p.add_argument("--layer", type=int, default=1, help="encoder layer, counted from 1 (default 1)")
-    p.add_argument("--head", type=int, default=1, help="head, counted from 1 (default 1)")
-    p.add_argument("--decimals", type=int, default=3, help="decimals in the tables (default 3)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the demo model (default 0)")
+    p.add_argument("--layer", type=positive_int, default=1, help="encoder layer, counted from 1")
+    p.add_argument("--head", type=positive_int, default=1, help="head, counted from 1")
+    p.add_argument("--decimals", type=int, default=3, help="decimals in the tables (0 … 8)")
+    p.add_argument("--seed", type=integer, default=0, help="seed of the demo model")
+    add_threads_option(p)
     p.add_argument(
         "--hash-table",
         action="store_true",

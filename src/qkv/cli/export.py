@@ -34,14 +34,13 @@ def register(sub) -> None:
         "same function: hf (a MarianMTModel folder with its tokenizer), ctranslate2 (a CTranslate2 model), "
         "onnx (encoder and decoder-step graphs with the KV cache as inputs/outputs).",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", required=True, help="checkpoint folder, e.g. runs/de-en/best")
     p.add_argument("--to", required=True, choices=("hf", "ctranslate2", "onnx"), help="the format to write")
     p.add_argument("--out", required=True, help="output folder (absent or empty, unless --force)")
     p.add_argument(
         "--quantization", default="float32", choices=("float32", "int16", "int8"),
-        help="ctranslate2 only: weight type (default float32, exact)",
+        help="ctranslate2 only: weight type (float32 is exact)",
     )
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(func=run)

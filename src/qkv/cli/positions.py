@@ -6,14 +6,23 @@ from pathlib import Path
 
 from qkv.cli import CliError
 
+EXAMPLES = """\
+examples:
+  qkv positions                              # d_model 128, 100 positions, into ./positions/
+  qkv positions --d-model 512 --max-len 200 --out figures
+"""
+
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "positions", help="draw the sinusoidal positional encodings and their similarity (PNG/SVG)"
+        "positions", help="draw the sinusoidal positional encodings and their similarity (PNG/SVG)",
+        description="Draw the matrix of the sinusoidal positional encodings (§3.5) and the dot products of "
+        "every pair of positions, as positions.png and positions.svg.",
+        epilog=EXAMPLES,
     )
-    p.add_argument("--d-model", type=int, default=128, help="model dimension (even; default 128)")
-    p.add_argument("--max-len", type=int, default=100, help="number of positions (default 100)")
-    p.add_argument("--out", default="positions", help="output folder (default: ./positions)")
+    p.add_argument("--d-model", type=int, default=128, help="model dimension (even)")
+    p.add_argument("--max-len", type=int, default=100, help="number of positions")
+    p.add_argument("--out", default="positions", help="output folder")
     p.set_defaults(func=run)
 
 

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 from qkv.cli import CliError
+from qkv.cli.options import add_device_options
+
+EXAMPLES = """\
+examples:
+  qkv serve --model runs/de-en/best            # then open http://127.0.0.1:8000/
+  qkv serve --port 0                           # an untrained demo model on a free port
+  qkv serve --model runs/de-en/best --host 0.0.0.0 --allow-host mybox.local
+"""
 
 
 def register(sub) -> None:
-    p = sub.add_parser("serve", help="a local web app: translate a sentence and explore its attention")
+    p = sub.add_parser(
+        "serve", help="a local web app: translate a sentence and explore its attention",
+        description="Serve a web page that translates a sentence and shows every attention map of it.",
+        epilog=EXAMPLES,
+    )  # fmt: skip
     p.add_argument("--model", help="checkpoint folder (default: a small seeded untrained demo model)")
     p.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+        "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)"
     )
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
+    add_device_options(p, default="cpu")
     p.add_argument(
         "--allow-host",
         action="append",
@@ -22,7 +34,7 @@ def register(sub) -> None:
         "and the --host address: other names are refused against DNS rebinding)",
     )
     p.add_argument(
-        "--max-connections", type=int, default=128, help="connections open at once (default 128; more get a 503)"
+        "--max-connections", type=int, default=128, help="connections open at once (more get a 503)"
     )
     p.set_defaults(func=run)
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from qkv.cli._common import (
+    TRAIN_OPTIONS,
     add_set_option,
     add_train_options,
     parse_overrides,
@@ -17,8 +18,15 @@ from qkv.cli._common import (
     setup_logging,
     train_config_from_args,
 )
+from qkv.cli.options import add_device_options, positive_int
+from qkv.cli.parser import ConfigFile, add_config_option, command_words, model_overrides, recorded_options
 
 log = logging.getLogger("qkv.cli")
+
+#: Eq. 3 (noam) is defined through d_model, which an RNN does not have. For --arch rnn / rnn-attention the noam
+#: schedule (the default) therefore resolves to inverse_sqrt with a peak of --lr (default RNN_LR) over --warmup
+#: steps, at most RNN_MAX_WARMUP. (The training defaults of the RNN presets; the Transformer keeps Eq. 3.)
+RNN_LR, RNN_MAX_WARMUP = 1e-3, 1000
 
 EXAMPLES = """\
 examples:
@@ -31,7 +39,30 @@ examples:
   # continue a run that stopped (same --out)
   qkv train --data ../shared/data/multi30k --src de --tgt en --out runs/de-en --resume --epochs 20
   # more GPUs or CPU processes: torchrun --nproc_per_node=2 -m qkv.cli train ...
+  # options from a file (YAML or JSON; flags override it); or repeat a run from its folder
+  qkv train --config run.yaml --out runs/from-yaml
+  qkv train --config runs/de-en/options.json --out runs/de-en-again
+  qkv train --config runs/de-en/best/config.json --data ../shared/data/multi30k --src de --tgt en --out runs/again
 """
+
+
+def options_from_checkpoint(data) -> dict:
+    """A translation checkpoint's ``config.json`` without recorded options: its ``arch`` and ``model`` (as
+    ``--set`` overrides, the vocabulary sizes left to the data); the data options come from the command line."""
+    derived = ("src_vocab_size", "tgt_vocab_size", "arch")
+    return {"arch": data["arch"], **model_overrides(data["model"], derived)}
+
+
+CONFIG_FILE = ConfigFile(
+    "train", sections=(TRAIN_OPTIONS,), train=TRAIN_OPTIONS, from_checkpoint=options_from_checkpoint
+)
+
+
+def schedule_for(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields the architecture decides: see :data:`RNN_LR` (nothing for the Transformer)."""
+    if args.arch == "transformer" or args.lr_schedule != "noam":
+        return {}
+    return {"lr_schedule": "inverse_sqrt", "lr": args.lr or RNN_LR, "warmup_steps": min(args.warmup, RNN_MAX_WARMUP)}
 
 
 def register(sub) -> None:
@@ -41,30 +72,34 @@ def register(sub) -> None:
         description="Train a translation model on a parallel corpus (train/val/test files, one sentence a "
         "line, plain or .gz), evaluate it on the test set with sacreBLEU, and save checkpoints.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_config_option(p, CONFIG_FILE)
     d = p.add_argument_group("data")
     d.add_argument("--data", required=True, help="folder with {train,val,test_2016_flickr}.{SRC,TGT}[.gz]")
     d.add_argument("--src", required=True, help="source language suffix, e.g. de")
     d.add_argument("--tgt", required=True, help="target language suffix, e.g. en")
-    d.add_argument("--vocab-size", type=int, default=8000, help="subword vocabulary size (default 8000)")
+    d.add_argument("--vocab-size", type=positive_int, default=8000, help="subword vocabulary size")
     d.add_argument("--tokenizer", choices=["bpe", "unigram", "word"], default="bpe", help="subword model")
     d.add_argument("--separate-vocab", action="store_true", help="one vocabulary per language (default: joint)")
-    d.add_argument("--max-words", type=int, default=None, help="longest sentence accepted, in words")
+    d.add_argument("--max-words", type=positive_int, default=None, help="longest sentence accepted, in words")
     d.add_argument("--skip-invalid", action="store_true", help="drop (and count) empty/over-long/bad lines")
     m = p.add_argument_group("model")
-    m.add_argument("--arch", choices=["transformer", "rnn", "rnn-attention"], default="transformer")
-    m.add_argument("--preset", default="small", help="tiny | small (CPU) | base | big (GPU); default small")
+    m.add_argument("--arch", choices=["transformer", "rnn", "rnn-attention"], default="transformer",
+                   help=f"the RNN baselines train with inverse_sqrt to --lr (default {RNN_LR:g}) over at most "
+                   f"{RNN_MAX_WARMUP} warm-up steps unless another --lr-schedule is given (Eq. 3 needs d_model)")
+    m.add_argument("--preset", default="small", help="tiny | small (CPU) | base | big (GPU)")
     add_set_option(m)
     add_train_options(p)
     o = p.add_argument_group("output")
-    o.add_argument("--out", required=True, help="run folder: checkpoints last/ best/ averaged/, results.json")
+    o.add_argument("--out", required=True, help="run folder: checkpoints last/ best/ averaged/, results.json, "
+                   "options.json (these options: --config OUT/options.json repeats the run)")
     o.add_argument("--resume", action="store_true", help="continue from OUT/last")
     o.add_argument("--no-bleu", action="store_true", help="select the best checkpoint by loss, skip val BLEU")
-    o.add_argument("--average-last", type=int, default=5, help="average the last k checkpoints (§6.1)")
-    o.add_argument("--test-beam", type=int, default=5, help="beam size for the final test evaluation")
+    o.add_argument("--average-last", type=positive_int, default=5,
+                   help="average the last k checkpoints (§6.1; 1 = no averaging)")
+    o.add_argument("--test-beam", type=positive_int, default=5, help="beam size for the final test evaluation")
     o.add_argument("--no-test", action="store_true", help="skip the final test evaluation")
-    o.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    add_device_options(o)
     p.set_defaults(func=run)
 
 
@@ -75,13 +110,9 @@ def run(args: argparse.Namespace) -> int:
     from qkv.train.checkpoint import model_from_config, read_config
 
     setup_logging()
-    if args.arch != "transformer" and args.lr_schedule == "noam":
-        # Eq. 3 is defined through d_model, which an RNN does not have: use a peak learning rate instead.
-        args.lr_schedule, args.lr = "inverse_sqrt", args.lr or 1e-3
-        args.warmup = min(args.warmup, 1000)
     is_main = int(os.environ.get("RANK", "0")) == 0
     out = Path(args.out)
-    config = train_config_from_args(args)
+    config = train_config_from_args(args, **schedule_for(args))
     device = resolve_device(args.device) if "LOCAL_RANK" not in os.environ else None
     last = out / "last"
     tokenizers = TokenizerPair.load(last) if args.resume and last.is_dir() else None
@@ -107,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
         )
         log.info("model: %s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
 
+    if is_main:  # the options of this command: `qkv train --config OUT/options.json` repeats the run
+        out.mkdir(parents=True, exist_ok=True)
+        options = {"command": command_words(args), **recorded_options(args)}
+        (out / "options.json").write_text(json.dumps(options, indent=2, default=str) + "\n")
     bleu_fn = None
     if not args.no_bleu:
         bleu_fn = greedy_bleu([s for s, _ in data.valid], data.text["val"].tgt, data.tokenizers.tgt.decode)

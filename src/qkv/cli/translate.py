@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from qkv.cli._common import resolve_device
+from qkv.cli.options import add_device_options, finite_float, positive_int
 
 EXAMPLES = """\
 examples:
@@ -22,15 +23,14 @@ def register(sub) -> None:
         description="Translate with a checkpoint folder (beam search by default, §6.1). Output: one "
         "translation a line on stdout, in input order.",
         epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("sentences", nargs="*", help="sentences to translate (default: read --file or stdin)")
     p.add_argument("--model", required=True, help="checkpoint folder, e.g. runs/de-en/best")
     p.add_argument("--file", help="a file with one sentence a line (plain or .gz)")
-    p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
-    p.add_argument("--alpha", type=float, default=0.6, help="length penalty α (default 0.6)")
-    p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 = greedy")
+    p.add_argument("--alpha", type=finite_float, default=0.6, help="length penalty α")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="sentences decoded together")
+    add_device_options(p)
     p.set_defaults(func=run)
 
 

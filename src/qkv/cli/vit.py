@@ -12,6 +12,18 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
+from qkv.cli._common import resolve_device
+from qkv.cli.options import (
+    ConfigOptions,
+    add_device_options,
+    add_threads_option,
+    fraction,
+    integer,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+)
+from qkv.cli.parser import ConfigFile, add_config_option, run_record
 from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.tasks.image_classification import accuracy, train_image_classifier
@@ -23,6 +35,37 @@ DEFAULTS = {
     "mnist-t10k": dict(preset="mnist", epochs=15, lr=2e-3, batch_size=64, shift=2),
     "sklearn-digits-8x8": dict(preset="digits", epochs=20, lr=3e-3, batch_size=32, shift=0),
 }
+
+
+def _by_data(key: str) -> str:
+    mnist, digits = DEFAULTS["mnist-t10k"][key], DEFAULTS["sklearn-digits-8x8"][key]
+    return f"(default: by data set, {mnist:g} for MNIST, {digits:g} for the 8x8 digits)"
+
+
+#: the flags of `vit train` (ClassifyTrainConfig): epochs, lr and batch size default by data set (DEFAULTS)
+TRAIN_OPTIONS = ConfigOptions(
+    ClassifyTrainConfig, skip=("word_dropout",),
+    defaults={"epochs": None, "batch_size": None, "lr": None, "weight_decay": 0.05},
+    types=dict(lr=positive_float, weight_decay=non_negative_float, warmup=fraction, label_smoothing=fraction,
+               grad_clip=non_negative_float, seed=integer),
+    helps={"epochs": f"passes over the training images {_by_data('epochs')}",
+           "lr": f"peak learning rate of AdamW {_by_data('lr')}",
+           "batch_size": f"images per step {_by_data('batch_size')}"},
+)  # fmt: skip
+
+
+def options_from_checkpoint(data) -> dict:
+    """A ViT's ``config.json`` without recorded options: its data folder (the model follows from the data)."""
+    return {"data": data.get("data_dir")}
+
+
+EXAMPLES = """\
+examples:
+  qkv vit train --out runs/vit-digits                     # scikit-learn's 8x8 digits, a minute on a CPU
+  qkv vit train --data ../shared/data/mnist --out runs/vit-mnist --epochs 5
+  qkv vit attention --model runs/vit-digits --index 3     # the rollout over test image 3
+  qkv vit train --config runs/vit-digits/config.json --out runs/vit-again --seed 1
+"""
 
 
 def load_images(data: str | None):
@@ -37,14 +80,9 @@ def cmd_train(args) -> int:
     d = DEFAULTS[splits.name]
     preset = args.preset or d["preset"]
     config = ViTConfig.preset(preset, image_size=splits.image_size)
-    model = ViT(config)
-    train_cfg = ClassifyTrainConfig(
-        epochs=args.epochs or d["epochs"],
-        batch_size=args.batch_size or d["batch_size"],
-        lr=args.lr or d["lr"],
-        weight_decay=0.05,
-        seed=args.seed,
-    )
+    model = ViT(config).to(resolve_device(args.device))
+    by_data = {k: d[k] for k in ("epochs", "batch_size", "lr") if getattr(args, k) is None}
+    train_cfg = TRAIN_OPTIONS.build(args, **by_data)
     shift = d["shift"] if args.shift is None else args.shift
     generator = torch.Generator().manual_seed(args.seed)
     print(
@@ -72,7 +110,8 @@ def cmd_train(args) -> int:
     acc = accuracy(model, splits.test_x, splits.test_y.tolist())
     data_dir = str(args.data) if args.data else None
     extra = dict(data=splits.name, data_dir=data_dir, seconds=seconds)
-    save_classifier_checkpoint(args.out, model, train_cfg, history, metrics={"test_acc": acc}, **extra)
+    save_classifier_checkpoint(args.out, model, train_cfg, history, metrics={"test_acc": acc}, **extra,
+                               **run_record(args))
     print(f"test accuracy {acc:.4f} after {seconds:.0f}s; saved to {args.out}")
     return 0
 
@@ -113,23 +152,36 @@ def cmd_attention(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("vit", help="Vision Transformer on digits: train, attention rollout")
+    p = sub.add_parser(
+        "vit", help="Vision Transformer on digits: train, attention rollout", epilog=EXAMPLES,
+        description="A Vision Transformer (Dosovitskiy et al. 2021) on digit images: train it, draw its attention.",
+    )  # fmt: skip
     cmds = p.add_subparsers(dest="vit_command", metavar="ACTION", required=True)
 
-    t = cmds.add_parser("train", help="train a ViT on MNIST t10k (--data) or scikit-learn's 8x8 digits")
+    t = cmds.add_parser(
+        "train", help="train a ViT on MNIST t10k (--data) or scikit-learn's 8x8 digits", epilog=EXAMPLES,
+        description="Train a ViT on MNIST t10k (--data: 8,000 train / 2,000 test images) or, without --data, on "
+        "scikit-learn's 8x8 digits; print the test accuracy per epoch and save the model.",
+    )  # fmt: skip
+    add_config_option(t, ConfigFile("vit train", sections=(TRAIN_OPTIONS,), train=TRAIN_OPTIONS,
+                                    from_checkpoint=options_from_checkpoint))  # fmt: skip
     t.add_argument("--data", help="MNIST folder with t10k-*-ubyte.gz (default: scikit-learn 8x8 digits)")
     t.add_argument("--out", default="runs/vit", help="folder to write the model to")
     t.add_argument("--preset", choices=sorted(PRESETS), help="model size (default: by data set)")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--lr", type=float)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--shift", type=int, help="random-shift augmentation in pixels (0 = off)")
-    t.add_argument("--seed", type=int, default=0)
+    TRAIN_OPTIONS.add_to(t)
+    shift = f"random-shift augmentation in pixels, 0 = off {_by_data('shift')}"
+    t.add_argument("--shift", type=non_negative_int, help=shift)
+    add_device_options(t)
     t.set_defaults(func=cmd_train)
 
-    a = cmds.add_parser("attention", help="draw the [CLS] attention rollout over a test image (PNG)")
+    a = cmds.add_parser(
+        "attention", help="draw the [CLS] attention rollout over a test image (PNG)", epilog=EXAMPLES,
+        description="Draw the attention rollout (Abnar & Zuidema 2020) of the [CLS] token over one test image, and "
+        "every layer and head over the patches (PNG, attention.html), on the CPU.",
+    )  # fmt: skip
     a.add_argument("--model", required=True, help="folder written by `qkv vit train`")
     a.add_argument("--index", type=int, default=0, help="index into the test images")
     a.add_argument("--data", help="image folder (default: the one the model was trained on)")
     a.add_argument("--out", help="PNG path (default: MODEL/rollout_INDEX.png)")
+    add_threads_option(a)
     a.set_defaults(func=cmd_attention)

@@ -104,7 +104,18 @@ def mlm_loss(logits: Tensor, targets: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class MLMConfig(ConfigMixin):
-    """Hyper-parameters of :func:`pretrain_mlm` (BERT: mask_prob 0.15, AdamW, warm-up then linear decay)."""
+    """Hyper-parameters of :func:`pretrain_mlm` (BERT: mask_prob 0.15, AdamW, warm-up then linear decay).
+
+    Args:
+        epochs: passes over the training sentences.
+        batch_size: sentences per step.
+        lr: peak learning rate of AdamW.
+        weight_decay: decoupled weight decay.
+        warmup: fraction of all steps spent warming up linearly (then linear decay to 0).
+        mask_prob: fraction of the tokens chosen for prediction (BERT: 0.15; 80 % [MASK], 10 % random, 10 % kept).
+        grad_clip: clip the global gradient norm (0 = off).
+        seed: seeds batching order, masking and dropout.
+    """
 
     epochs: int = 3
     batch_size: int = 128
