@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was given, not defaulted (train --resume)
     try:
         return int(args.func(args) or 0)
     except (CliError, FileNotFoundError, ValueError) as err:

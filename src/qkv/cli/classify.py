@@ -29,6 +29,7 @@ from qkv.tasks.text_classification import (
 from qkv.train.checkpoint import load_checkpoint, read_config
 from qkv.train.fit import ClassifyTrainConfig
 from qkv.train.fit import save_classifier_checkpoint as save
+from qkv.train.run_folder import claim_run_folder
 
 
 def _new_model(args, tokenizer: SubwordTokenizer) -> TextClassifier:
@@ -50,7 +51,17 @@ def _tokenizer(args, train_sentences: list[str]) -> SubwordTokenizer:
     return SubwordTokenizer.train(train_sentences, args.vocab_size, args.tokenizer)
 
 
+def _claim(args):
+    """Lock ``--out`` for the run; refuse a folder that holds something unless ``--overwrite``."""
+    return claim_run_folder(args.out, resume=False, overwrite=args.overwrite, can_resume=False)
+
+
 def cmd_pretrain(args) -> int:
+    with _claim(args):
+        return _pretrain(args)
+
+
+def _pretrain(args) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     train, _ = _load_data(args)
@@ -73,6 +84,11 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
+    with _claim(args):
+        return _train(args)
+
+
+def _train(args) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     train, dev = _load_data(args)
@@ -152,6 +168,7 @@ def cmd_predict(args) -> int:
 def _common(p, epochs: int, lr: float, batch_size: int) -> None:
     p.add_argument("--data", required=True, help="SST-2 folder with train.tsv and dev.tsv")
     p.add_argument("--out", required=True, help="folder to write the model to")
+    p.add_argument("--overwrite", action="store_true", help="delete what --out holds and start afresh")
     p.add_argument("--epochs", type=int, default=epochs)
     p.add_argument("--batch-size", type=int, default=batch_size)
     p.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW, warm-up, linear decay)")

@@ -59,7 +59,8 @@ def register(sub) -> None:
     add_train_options(p)
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="run folder: checkpoints last/ best/ averaged/, results.json")
-    o.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    o.add_argument("--resume", action="store_true", help="continue from OUT/last (changed options: see docs)")
+    o.add_argument("--overwrite", action="store_true", help="delete what OUT holds and start afresh")
     o.add_argument("--no-bleu", action="store_true", help="select the best checkpoint by loss, skip val BLEU")
     o.add_argument("--average-last", type=int, default=5, help="average the last k checkpoints (§6.1)")
     o.add_argument("--test-beam", type=int, default=5, help="beam size for the final test evaluation")
@@ -69,19 +70,60 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from qkv.train.run_folder import claim_run_folder
+
+    setup_logging()
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    with claim_run_folder(args.out, resume=args.resume, overwrite=args.overwrite, is_main=is_main) as lock:
+        if lock.took_over:
+            log.info("took over the stale lock of %s (it is no longer running)", lock.took_over)
+        if lock.cleared:
+            log.info("--overwrite: cleared %d entries of %s", lock.cleared, args.out)
+        return _run(args, is_main)
+
+
+def _resumed(args, data, last: Path):
+    """The model and training config of a resumed run (see :mod:`qkv.cli._resume`); refuses contradictions."""
+    from qkv.cli import _resume
+    from qkv.tasks.translation import build_translation_model
+    from qkv.train.checkpoint import model_from_config, read_config
+
+    saved = read_config(last)
+    explicit = _resume.explicit_options(args, register)
+    if explicit is None:  # not called through qkv.cli.main: every option counts as given
+        explicit = set(vars(args))
+    record_file = Path(args.out) / "run.json"
+    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else None
+    config, applied, refused = _resume.resumed_train_config(
+        args, explicit, saved.get("train"), lambda: train_config_from_args(args)
+    )
+    arch_refused = _resume.refused_arch(args, explicit, saved)  # first: a preset is one of its arch's
+    candidate, overrides = None, parse_overrides(args.overrides)
+    if not arch_refused and "preset" in explicit:
+        arch = saved.get("arch", "transformer")
+        candidate = build_translation_model(arch, args.preset, data.tokenizers, overrides).config.to_dict()
+    elif overrides:
+        candidate = {**(saved.get("model") or {}), **overrides}
+    data_applied, data_refused = _resume.refused_data(args, explicit, record, data.tokenizers)
+    refused += arch_refused + data_refused + _resume.refused_model(saved, candidate)
+    if refused:
+        raise ValueError(_resume.refusal(refused))
+    if applied or data_applied:
+        log.info("resume: applying %s", "; ".join(applied + data_applied))
+    return model_from_config(saved, where=str(last / "config.json")), config
+
+
+def _run(args: argparse.Namespace, is_main: bool) -> int:
     from qkv.data.tokenizer import TokenizerPair
     from qkv.tasks.translation import build_translation_model, greedy_bleu, prepare_data, write_averaged_checkpoint
     from qkv.train import train
-    from qkv.train.checkpoint import model_from_config, read_config
+    from qkv.train.rng import seed_everything
 
-    setup_logging()
-    if args.arch != "transformer" and args.lr_schedule == "noam":
+    if args.arch != "transformer" and args.lr_schedule == "noam" and not args.resume:
         # Eq. 3 is defined through d_model, which an RNN does not have: use a peak learning rate instead.
         args.lr_schedule, args.lr = "inverse_sqrt", args.lr or 1e-3
         args.warmup = min(args.warmup, 1000)
-    is_main = int(os.environ.get("RANK", "0")) == 0
     out = Path(args.out)
-    config = train_config_from_args(args)
     device = resolve_device(args.device) if "LOCAL_RANK" not in os.environ else None
     last = out / "last"
     tokenizers = TokenizerPair.load(last) if args.resume and last.is_dir() else None
@@ -95,14 +137,18 @@ def run(args: argparse.Namespace) -> int:
         max_words=args.max_words, skip_invalid=args.skip_invalid, tokenizers=tokenizers,
     )
     if args.resume:
-        model = model_from_config(read_config(last), where=str(last / "config.json"))
+        model, config = _resumed(args, data, last)
     else:
+        config = train_config_from_args(args)
+        seed_everything(config.seed)  # the initial weights follow --seed
         model = build_translation_model(args.arch, args.preset, data.tokenizers, parse_overrides(args.overrides))
+        if is_main:
+            _write_run_record(out, args)
     if is_main:
         log.info(
             "data: %d train / %d val pairs, vocab %d/%d (%s%s), prepared in %.1fs; dropped: %s",
             len(data.train), len(data.valid), data.tokenizers.src.vocab_size, data.tokenizers.tgt.vocab_size,
-            args.tokenizer, ", joint" if data.tokenizers.shared else ", separate", time.time() - t0,
+            data.tokenizers.src.model, ", joint" if data.tokenizers.shared else ", separate", time.time() - t0,
             data.dropped or "nothing",
         )
         log.info("model: %s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
@@ -127,6 +173,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"done in {(time.time() - t0) / 60:.1f} min; checkpoints in {out}/ (best/, last/"
           f"{', averaged/' if averaged else ''}); results in {out / 'results.json'}")
     return 0
+
+
+def _write_run_record(out: Path, args: argparse.Namespace) -> None:
+    """``OUT/run.json``: the command's options, which ``--resume`` checks against."""
+    options = {k: v for k, v in vars(args).items() if k != "func" and isinstance(v, (str, int, float, bool, list,
+                                                                                        type(None)))}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps({"command": "qkv train", "options": options}, indent=2) + "\n")
 
 
 def evaluate_checkpoints(paths, test, beam: int, device) -> dict[str, dict]:
