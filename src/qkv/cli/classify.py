@@ -15,6 +15,7 @@ import torch
 from qkv.cli import CliError
 from qkv.cli._common import add_set_option, parse_overrides
 from qkv.data.sst2 import find_sst2, read_sst2
+from qkv.data.text import check_text, read_lines
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
 from qkv.tasks.text_classification import (
@@ -149,12 +150,12 @@ def cmd_predict(args) -> int:
     if not isinstance(model, TextClassifier):
         raise CliError(f"{folder} is not a text classifier")
     tokenizer = TokenizerFile.load(folder)
-    sentences = list(args.sentences)
+    sentences = [check_text(s, f"argument {i}") for i, s in enumerate(args.sentences, start=1)]
     if args.file:
         path = Path(args.file)
         if not path.is_file():
             raise FileNotFoundError(f"--file not found: {path}")
-        sentences += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        sentences += [line for line in read_lines(path) if line]
     if not sentences:
         raise CliError("give sentences to classify as arguments or with --file")
     labels = loaded.config.get("labels") or [str(i) for i in range(model.config.n_classes)]

@@ -115,7 +115,13 @@ def _resumed(args, data, last: Path):
 
 def _run(args: argparse.Namespace, is_main: bool) -> int:
     from qkv.data.tokenizer import TokenizerPair
-    from qkv.tasks.translation import build_translation_model, greedy_bleu, prepare_data, write_averaged_checkpoint
+    from qkv.tasks.translation import (
+        build_translation_model,
+        check_lengths,
+        greedy_bleu,
+        prepare_data,
+        write_averaged_checkpoint,
+    )
     from qkv.train import train
     from qkv.train.rng import seed_everything
 
@@ -142,8 +148,7 @@ def _run(args: argparse.Namespace, is_main: bool) -> int:
         config = train_config_from_args(args)
         seed_everything(config.seed)  # the initial weights follow --seed
         model = build_translation_model(args.arch, args.preset, data.tokenizers, parse_overrides(args.overrides))
-        if is_main:
-            _write_run_record(out, args)
+    check_lengths(data, getattr(model.config, "max_len", None), skip_invalid=args.skip_invalid)
     if is_main:
         log.info(
             "data: %d train / %d val pairs, vocab %d/%d (%s%s), prepared in %.1fs; dropped: %s",
@@ -156,6 +161,8 @@ def _run(args: argparse.Namespace, is_main: bool) -> int:
     bleu_fn = None
     if not args.no_bleu:
         bleu_fn = greedy_bleu([s for s, _ in data.valid], data.text["val"].tgt, data.tokenizers.tgt.decode)
+    if is_main and not args.resume:
+        _write_run_record(out, args)  # once the data and model are known good: a failed start leaves no run
     result = train(
         model, data.train, data.valid, config,
         out_dir=out, tokenizers=data.tokenizers, bleu_fn=bleu_fn, resume=args.resume, device=device,
