@@ -110,10 +110,28 @@ def test_sigterm_releases_the_lock(tmp_path):
         assert lock.took_over is None
 
 
-def test_torchrun_ranks_other_than_0_do_not_lock(corpus, tmp_path):
+def _rank(rank: int, port: int, argv: list[str], out: str) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    code = main(argv)
+    Path(out, f"rank{rank}.code").write_text(str(code))
+
+
+def test_under_torchrun_only_rank_0_locks_and_checks(corpus, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     out = tmp_path / "run"
-    with RunLock(out), RunLock(out, enabled=False):  # a rank > 0 beside rank 0's lock
-        pass
+    mp.spawn(_rank, args=(port, train_argv(corpus, out, "--max-steps", "2"), str(tmp_path)), nprocs=2, join=True)
+    assert [(tmp_path / f"rank{r}.code").read_text() for r in range(2)] == ["0", "0"]  # rank 1 did not refuse
+    assert json.loads((out / "last" / "config.json").read_text())["step"] == 2 and not lock_path(out).exists()
 
 
 @pytest.mark.parametrize(
