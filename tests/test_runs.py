@@ -166,6 +166,16 @@ def test_resume_applies_and_says_the_options_it_can_take(corpus, saved_run, tmp_
                                                                                               512)
 
 
+def test_every_training_option_has_a_resume_rule():
+    """A new TrainConfig field needs its --resume rule in qkv.cli._resume (else a resumed run would ignore it)."""
+    from dataclasses import fields
+
+    from qkv.cli._resume import NOT_OPTIONS, TRAIN_OPTIONS
+    from qkv.train.config import TrainConfig
+
+    assert {f.name for f in fields(TrainConfig)} == set(TRAIN_OPTIONS) | set(NOT_OPTIONS)
+
+
 def weights(folder: Path) -> dict:
     return load_file(folder / "model.safetensors")
 

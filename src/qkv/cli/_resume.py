@@ -1,8 +1,8 @@
 """`qkv train --resume`: what the command line may change in a saved run, and what it may not.
 
 ``--resume`` continues the run in ``--out`` with the options it was started with (``last/config.json`` holds
-the model and training options, ``run.json`` the command's). An option given on the command line (a value other
-than its default) is, per key:
+the model and training options, ``run.json`` the command's). An option present on the command line (found by
+parsing it again without defaults) is, per key:
 
 - **applied and said** (one log line ``resume: applying ...``): the limits (``--epochs``, ``--max-steps``,
   ``--max-minutes``), the schedule (``--lr-schedule``, ``--lr``, ``--lr-scale``, ``--warmup``),
