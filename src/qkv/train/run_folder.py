@@ -4,7 +4,7 @@
 a new run (neither ``resume`` nor ``overwrite``) into a folder that holds anything is refused with one line
 (``--resume`` to continue, ``--overwrite`` to start afresh); ``overwrite`` clears the folder first (after the
 lock is held, so that no live run is cleared); ``resume`` needs a run to continue. Under torchrun only rank 0
-locks, checks and clears (the others wait for it at the first collective).
+locks, checks and clears (when it refuses, torchrun stops the others).
 
 Example:
     >>> with claim_run_folder("runs/de-en", resume=False, overwrite=False):   # doctest: +SKIP
