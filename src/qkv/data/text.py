@@ -34,7 +34,7 @@ def _open_binary(path: Path):
 
 
 def _raw_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of a binary stream without their ends: ``\n``, ``\r\n`` and a lone ``\r`` (old Mac files)
+    """The lines of a binary stream without their ends: ``\\n``, ``\\r\\n`` and a lone ``\\r`` (old Mac files)
     each end a line, as in Python's universal newlines; Unicode line separators do not."""
     for chunk in stream:  # split on b"\n"
         chunk = chunk[:-1] if chunk.endswith(b"\n") else chunk
@@ -100,8 +100,8 @@ def check_text(text: str, name: str) -> str:
 def read_lines(path: str | Path) -> list[str]:
     """Read a text file (plain, or gzip when the name ends in ``.gz``) into a list of stripped lines.
 
-    Empty lines are kept (as ``""``) so that line *i* of the result is line *i + 1* of the file; ``\n``,
-    ``\r\n`` and a lone ``\r`` end a line.
+    Empty lines are kept (as ``""``) so that line *i* of the result is line *i + 1* of the file; ``\\n``,
+    ``\\r\\n`` and a lone ``\\r`` end a line.
 
     Args:
         path: the file.
