@@ -200,7 +200,8 @@ def test_cli_train_and_predict(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split("\t")[0] for line in lines] == ["positive", "negative"]
     (tmp_path / "dev.tsv").write_text("label\tsentence\n1\tok\n2\tbad label\n")
-    assert main(["classify", "train", "--data", str(tmp_path), "--out", str(out), "--preset", "tiny"]) == 2
+    assert main(["classify", "train", "--data", str(tmp_path), "--out", str(out), "--preset", "tiny",
+                 "--overwrite"]) == 2
     assert "dev.tsv:3" in capsys.readouterr().err
 
 

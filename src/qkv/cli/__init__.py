@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a parse error already printed on one line
         return 0 if done.code is None else done.code if isinstance(done.code, int) else 2
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what was given, not defaulted (train --resume)
     if getattr(args, "threads", None):
         import torch
 

@@ -25,6 +25,7 @@ from qkv.cli.options import (
 )
 from qkv.cli.parser import ConfigFile, add_config_option, model_overrides, run_record
 from qkv.data.sst2 import find_sst2, read_sst2
+from qkv.data.text import check_text, read_lines
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
 from qkv.tasks.text_classification import (
@@ -39,6 +40,7 @@ from qkv.tasks.text_classification import (
 from qkv.train.checkpoint import load_checkpoint, read_config
 from qkv.train.fit import ClassifyTrainConfig
 from qkv.train.fit import save_classifier_checkpoint as save
+from qkv.train.run_folder import claim_run_folder
 
 _FIT_TYPES = dict(lr=positive_float, weight_decay=non_negative_float, warmup=fraction, label_smoothing=fraction,
                   grad_clip=non_negative_float, word_dropout=fraction, mask_prob=fraction, seed=integer)
@@ -83,7 +85,17 @@ def _tokenizer(args, train_sentences: list[str]) -> SubwordTokenizer:
     return SubwordTokenizer.train(train_sentences, args.vocab_size, args.tokenizer)
 
 
+def _claim(args):
+    """Lock ``--out`` for the run; refuse a folder that holds something unless ``--overwrite``."""
+    return claim_run_folder(args.out, resume=False, overwrite=args.overwrite, can_resume=False)
+
+
 def cmd_pretrain(args) -> int:
+    with _claim(args):
+        return _pretrain(args)
+
+
+def _pretrain(args) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     train, _ = _load_data(args)
@@ -107,6 +119,11 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
+    with _claim(args):
+        return _train(args)
+
+
+def _train(args) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     train, dev = _load_data(args)
@@ -161,12 +178,12 @@ def cmd_predict(args) -> int:
     if not isinstance(model, TextClassifier):
         raise CliError(f"{folder} is not a text classifier")
     tokenizer = TokenizerFile.load(folder)
-    sentences = list(args.sentences)
+    sentences = [check_text(s, f"argument {i}") for i, s in enumerate(args.sentences, start=1)]
     if args.file:
         path = Path(args.file)
         if not path.is_file():
             raise FileNotFoundError(f"--file not found: {path}")
-        sentences += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        sentences += [line for line in read_lines(path) if line]
     if not sentences:
         raise CliError("give sentences to classify as arguments or with --file")
     labels = loaded.config.get("labels") or [str(i) for i in range(model.config.n_classes)]
@@ -201,6 +218,7 @@ def _common(p, command: str, options: ConfigOptions) -> None:
                                     from_checkpoint=options_from_checkpoint))  # fmt: skip
     p.add_argument("--data", required=True, help="SST-2 folder with train.tsv and dev.tsv")
     p.add_argument("--out", required=True, help="folder to write the model to")
+    p.add_argument("--overwrite", action="store_true", help="delete what --out holds and start afresh")
     options.add_to(p)
     p.add_argument("--preset", default="sst2", choices=sorted(PRESETS), help="model size (ClassifierConfig)")
     MODEL_OPTIONS.add_to(p)

@@ -29,7 +29,7 @@ from qkv.cli.options import ConfigOptions
 from qkv.config import ConfigError
 
 #: dests that describe one invocation, not the run: never written to, nor read as a recipe from, a checkpoint
-NOT_RECORDED = frozenset({"func", "command", "config", "out", "resume", "overwrite", "help", "version"})
+NOT_RECORDED = frozenset({"func", "command", "config", "out", "resume", "overwrite", "help", "version", "argv"})
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

@@ -93,7 +93,8 @@ def register(sub) -> None:
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, help="run folder: checkpoints last/ best/ averaged/, results.json, "
                    "options.json (these options: --config OUT/options.json repeats the run)")
-    o.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    o.add_argument("--resume", action="store_true", help="continue from OUT/last (changed options: see docs)")
+    o.add_argument("--overwrite", action="store_true", help="delete what OUT holds and start afresh")
     o.add_argument("--no-bleu", action="store_true", help="select the best checkpoint by loss, skip val BLEU")
     o.add_argument("--average-last", type=positive_int, default=5,
                    help="average the last k checkpoints (§6.1; 1 = no averaging)")
@@ -104,15 +105,63 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qkv.data.tokenizer import TokenizerPair
-    from qkv.tasks.translation import build_translation_model, greedy_bleu, prepare_data, write_averaged_checkpoint
-    from qkv.train import train
-    from qkv.train.checkpoint import model_from_config, read_config
+    from qkv.train.run_folder import claim_run_folder
 
     setup_logging()
     is_main = int(os.environ.get("RANK", "0")) == 0
+    with claim_run_folder(args.out, resume=args.resume, overwrite=args.overwrite, is_main=is_main) as lock:
+        if lock.took_over:
+            log.info("took over the stale lock of %s (it is no longer running)", lock.took_over)
+        if lock.cleared:
+            log.info("--overwrite: cleared %d entries of %s", lock.cleared, args.out)
+        return _run(args, is_main)
+
+
+def _resumed(args, data, last: Path):
+    """The model and training config of a resumed run (see :mod:`qkv.cli._resume`); refuses contradictions."""
+    from qkv.cli import _resume
+    from qkv.tasks.translation import build_translation_model
+    from qkv.train.checkpoint import model_from_config, read_config
+
+    saved = read_config(last)
+    explicit = _resume.explicit_options(args, register)
+    if explicit is None:  # not called through qkv.cli.main: every option counts as given
+        explicit = set(vars(args))
+    record_file = Path(args.out) / "options.json"  # the options the run was started with
+    record = json.loads(record_file.read_text(encoding="utf-8")) if record_file.is_file() else None
+    record = {"options": record} if record is not None else None
+    config, applied, refused = _resume.resumed_train_config(
+        args, explicit, saved.get("train"), lambda: train_config_from_args(args, **schedule_for(args))
+    )
+    arch_refused = _resume.refused_arch(args, explicit, saved)  # first: a preset is one of its arch's
+    candidate, overrides = None, parse_overrides(args.overrides)
+    if not arch_refused and "preset" in explicit:
+        arch = saved.get("arch", "transformer")
+        candidate = build_translation_model(arch, args.preset, data.tokenizers, overrides).config.to_dict()
+    elif overrides:
+        candidate = {**(saved.get("model") or {}), **overrides}
+    data_applied, data_refused = _resume.refused_data(args, explicit, record, data.tokenizers)
+    refused += arch_refused + data_refused + _resume.refused_model(saved, candidate)
+    if refused:
+        raise ValueError(_resume.refusal(refused))
+    if applied or data_applied:
+        log.info("resume: applying %s", "; ".join(applied + data_applied))
+    return model_from_config(saved, where=str(last / "config.json")), config
+
+
+def _run(args: argparse.Namespace, is_main: bool) -> int:
+    from qkv.data.tokenizer import TokenizerPair
+    from qkv.tasks.translation import (
+        build_translation_model,
+        check_lengths,
+        greedy_bleu,
+        prepare_data,
+        write_averaged_checkpoint,
+    )
+    from qkv.train import train
+    from qkv.train.rng import seed_everything
+
     out = Path(args.out)
-    config = train_config_from_args(args, **schedule_for(args))
     device = resolve_device(args.device) if "LOCAL_RANK" not in os.environ else None
     last = out / "last"
     tokenizers = TokenizerPair.load(last) if args.resume and last.is_dir() else None
@@ -126,25 +175,26 @@ def run(args: argparse.Namespace) -> int:
         max_words=args.max_words, skip_invalid=args.skip_invalid, tokenizers=tokenizers,
     )
     if args.resume:
-        model = model_from_config(read_config(last), where=str(last / "config.json"))
+        model, config = _resumed(args, data, last)
     else:
+        config = train_config_from_args(args, **schedule_for(args))
+        seed_everything(config.seed)  # the initial weights follow --seed
         model = build_translation_model(args.arch, args.preset, data.tokenizers, parse_overrides(args.overrides))
+    check_lengths(data, getattr(model.config, "max_len", None), skip_invalid=args.skip_invalid)
     if is_main:
         log.info(
             "data: %d train / %d val pairs, vocab %d/%d (%s%s), prepared in %.1fs; dropped: %s",
             len(data.train), len(data.valid), data.tokenizers.src.vocab_size, data.tokenizers.tgt.vocab_size,
-            args.tokenizer, ", joint" if data.tokenizers.shared else ", separate", time.time() - t0,
+            data.tokenizers.src.model, ", joint" if data.tokenizers.shared else ", separate", time.time() - t0,
             data.dropped or "nothing",
         )
         log.info("model: %s, %s parameters", type(model).__name__, f"{model.num_parameters():,}")
 
-    if is_main:  # the options of this command: `qkv train --config OUT/options.json` repeats the run
-        out.mkdir(parents=True, exist_ok=True)
-        options = {"command": command_words(args), **recorded_options(args)}
-        (out / "options.json").write_text(json.dumps(options, indent=2, default=str) + "\n")
     bleu_fn = None
     if not args.no_bleu:
         bleu_fn = greedy_bleu([s for s, _ in data.valid], data.text["val"].tgt, data.tokenizers.tgt.decode)
+    if is_main and not args.resume:
+        _write_run_record(out, args)  # once the data and model are known good: a failed start leaves no run
     result = train(
         model, data.train, data.valid, config,
         out_dir=out, tokenizers=data.tokenizers, bleu_fn=bleu_fn, resume=args.resume, device=device,
@@ -162,6 +212,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"done in {(time.time() - t0) / 60:.1f} min; checkpoints in {out}/ (best/, last/"
           f"{', averaged/' if averaged else ''}); results in {out / 'results.json'}")
     return 0
+
+
+def _write_run_record(out: Path, args: argparse.Namespace) -> None:
+    """``OUT/options.json``: the command's options; ``--resume`` checks against it and ``qkv train --config
+    OUT/options.json`` repeats the run."""
+    out.mkdir(parents=True, exist_ok=True)
+    options = {"command": command_words(args), **recorded_options(args)}
+    (out / "options.json").write_text(json.dumps(options, indent=2, default=str) + "\n")
 
 
 def evaluate_checkpoints(paths, test, beam: int, device) -> dict[str, dict]:

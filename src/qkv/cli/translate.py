@@ -35,18 +35,19 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from qkv.data.text import read_lines
+    from qkv.data.text import check_text, read_lines, read_stream
     from qkv.tasks.translation import Translator
 
-    translator = Translator.load(args.model, device=resolve_device(args.device))
     if args.sentences and args.file:
         raise ValueError("give sentences or --file, not both")
-    if args.sentences:
-        source = args.sentences
+    sentences = [check_text(s, f"argument {i}") for i, s in enumerate(args.sentences, start=1)]
+    translator = Translator.load(args.model, device=resolve_device(args.device))
+    if sentences:
+        source, name = sentences, None
     elif args.file:
-        source = read_lines(args.file)
+        source, name = read_lines(args.file), args.file
     else:
-        source = (line.rstrip("\n") for line in sys.stdin)
-    for line in translator.translate_stream(source, args.beam, args.alpha, args.batch_size):
+        source, name = read_stream(sys.stdin.buffer), "<stdin>"
+    for line in translator.translate_stream(source, args.beam, args.alpha, args.batch_size, name=name):
         print(line, flush=not args.file)
     return 0

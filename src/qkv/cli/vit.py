@@ -29,6 +29,7 @@ from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.tasks.image_classification import accuracy, train_image_classifier
 from qkv.train.checkpoint import load_checkpoint
 from qkv.train.fit import ClassifyTrainConfig, save_classifier_checkpoint
+from qkv.train.run_folder import claim_run_folder
 
 # per data set: preset, epochs, lr, batch size, max shift of the augmentation
 DEFAULTS = {
@@ -74,6 +75,11 @@ def load_images(data: str | None):
 
 
 def cmd_train(args) -> int:
+    with claim_run_folder(args.out, resume=False, overwrite=args.overwrite, can_resume=False):
+        return _train(args)
+
+
+def _train(args) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     splits = load_images(args.data)
@@ -167,6 +173,7 @@ def register(sub) -> None:
                                     from_checkpoint=options_from_checkpoint))  # fmt: skip
     t.add_argument("--data", help="MNIST folder with t10k-*-ubyte.gz (default: scikit-learn 8x8 digits)")
     t.add_argument("--out", default="runs/vit", help="folder to write the model to")
+    t.add_argument("--overwrite", action="store_true", help="delete what --out holds and start afresh")
     t.add_argument("--preset", choices=sorted(PRESETS), help="model size (default: by data set)")
     TRAIN_OPTIONS.add_to(t)
     shift = f"random-shift augmentation in pixels, 0 = off {_by_data('shift')}"

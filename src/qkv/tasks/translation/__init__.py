@@ -3,6 +3,7 @@
 from qkv.tasks.translation.recipe import (
     TranslationData,
     build_translation_model,
+    check_lengths,
     greedy_bleu,
     prepare_data,
     write_averaged_checkpoint,
@@ -14,6 +15,7 @@ __all__ = [
     "TranslationData",
     "Translator",
     "build_translation_model",
+    "check_lengths",
     "greedy_bleu",
     "prepare_data",
     "write_averaged_checkpoint",

@@ -16,7 +16,7 @@ from torch import nn
 
 from qkv.config import ConfigError
 from qkv.data.multi30k import read_splits
-from qkv.data.text import ParallelText
+from qkv.data.text import TOO_LONG, DataError, ParallelText
 from qkv.data.tokenizer import TokenizerPair
 from qkv.decode import decode_corpus
 from qkv.models.registry import SEQ2SEQ_ARCHS, build_model
@@ -73,6 +73,32 @@ def prepare_data(
         text=text,
         dropped={split: dict(t.dropped) for split, t in text.items() if t.dropped},
     )
+
+
+def check_lengths(data: TranslationData, max_len: int | None, *, skip_invalid: bool = False) -> None:
+    """Refuse (or, with ``skip_invalid``, drop and count under ``"too_long"``) training and validation pairs
+    longer in subwords than the model's ``max_len`` (+1 for BOS/EOS); the error names the file and line,
+    e.g. ``"train.de:17: source has 130 subwords ..."``. ``max_len=None`` (an RNN): nothing to check."""
+    if max_len is None:
+        return
+    for split, pairs in (("train", data.train), ("val", data.valid)):
+        text, long = data.text[split], []
+        for i, pair in enumerate(pairs):
+            side = next((k for k in (0, 1) if len(pair[k]) + 1 > max_len), None)
+            if side is None:
+                continue
+            if not skip_invalid:
+                raise DataError(
+                    f"{text.where(i, side)}: {('source', 'target')[side]} has {len(pair[side])} subwords (+1 for "
+                    f"BOS/EOS), more than the model's max_len={max_len}: --skip-invalid drops such pairs, or "
+                    "raise it with --set max_len=N"
+                )
+            long.append(i)
+        if long:
+            text.drop(long, TOO_LONG)
+            gone = set(long)
+            pairs[:] = [p for i, p in enumerate(pairs) if i not in gone]
+            data.dropped[split] = dict(text.dropped)
 
 
 def build_translation_model(

@@ -67,45 +67,60 @@ class Translator:
     def tgt_tokenizer(self) -> SubwordTokenizer:
         return self.tokenizers.tgt
 
-    def encode_sources(self, sentences: list[str]) -> list[list[int]]:
-        """Source token ids per sentence (without ``</s>``), refusing sentences too long for the model."""
+    def encode_sources(self, sentences: list[str], *, first: int = 1, name: str | None = None) -> list[list[int]]:
+        """Source token ids per sentence (without ``</s>``), refusing sentences too long for the model; the
+        error names sentence ``first + i`` (a line of ``name``, when given)."""
         # the decoder may produce source length + max_len_b tokens, and positions stop at max_len
         limit = int(getattr(self.model.config, "max_len", 10**9)) - self.max_len_b - 1
         ids = self.src_tokenizer.encode_batch(sentences)
         for i, seq in enumerate(ids):
             if len(seq) + 1 > limit:
-                raise ValueError(f"sentence {i + 1} has {len(seq)} subwords; this model accepts at most {limit - 1}")
+                where = f"{name}:{first + i}" if name else f"sentence {first + i}"
+                raise ValueError(f"{where}: {len(seq)} subwords; this model accepts at most {limit - 1}")
         return ids
 
     def translate(
         self, sentences: list[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
     ) -> list[str]:
-        """Translate a list of sentences (batched, sorted by length for little padding); order is kept."""
+        """Translate a list of sentences (batched, sorted by length for little padding); order is kept. An empty
+        (or blank) sentence translates to an empty string."""
         return list(self.translate_stream(sentences, beam_size, alpha, batch_size))
 
     def translate_stream(
-        self, sentences: Iterable[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
-    ) -> Iterator[str]:
-        """Like :meth:`translate` but yields results chunk by chunk (for files and stdin)."""
+        self, sentences: Iterable[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64, *,
+        name: str | None = None,
+    ) -> Iterator[str]:  # fmt: skip
+        """Like :meth:`translate` but yields results chunk by chunk (for files and stdin; ``name`` appears in
+        the error about a sentence that is too long, with its line)."""
         chunk: list[str] = []
+        done = 0
         for sentence in sentences:
             chunk.append(sentence)
             if len(chunk) == batch_size * 8:
-                yield from self._translate_chunk(chunk, beam_size, alpha, batch_size)
+                yield from self._translate_chunk(chunk, beam_size, alpha, batch_size, done + 1, name)
+                done += len(chunk)
                 chunk = []
         if chunk:
-            yield from self._translate_chunk(chunk, beam_size, alpha, batch_size)
+            yield from self._translate_chunk(chunk, beam_size, alpha, batch_size, done + 1, name)
 
-    def _translate_chunk(self, sentences: list[str], beam_size: int, alpha: float, batch_size: int) -> list[str]:
+    def _translate_chunk(self, sentences: list[str], beam_size: int, alpha: float, batch_size: int,
+                         first: int = 1, name: str | None = None) -> list[str]:  # fmt: skip
+        out = [""] * len(sentences)
+        todo = [i for i, s in enumerate(sentences) if s.strip()]  # nothing to translate: an empty line
+        if not todo:
+            return out
+        ids = self.encode_sources(sentences, first=first, name=name)
         hyps = decode_corpus(
             self.model,
-            self.encode_sources(sentences),
+            [ids[i] for i in todo],
             beam_size=beam_size,
             alpha=alpha,
             max_len_b=self.max_len_b,
             batch_size=batch_size,
         )
-        return [self.tgt_tokenizer.decode(ids) for ids in hyps]
+        for i, hyp in zip(todo, hyps):
+            out[i] = self.tgt_tokenizer.decode(hyp)
+        return out
 
     @torch.inference_mode()
     def attention(self, source: str, target: str | None = None, beam_size: int = 5) -> AttentionView:
