@@ -55,7 +55,7 @@ def run(args) -> int:
             "give --model CHECKPOINT for a trained one"
         )
     else:
-        from qkv.cli.attention import load_translator
+        from qkv.cli._models import load_translator
 
         translator, description, _ = load_translator(args.model)
         model = translator.model
