@@ -2,11 +2,12 @@
 
 qkv classify train --data ../shared/data/sst2 --out runs/sst2 [--epochs 3 --preset sst2 --init DIR]
 qkv classify pretrain --data ../shared/data/sst2 --out runs/sst2-mlm [--epochs 3]
-qkv classify predict --model runs/sst2 "a gripping , funny film"   (or --file sentences.txt)
+qkv classify predict --model runs/sst2 "a gripping , funny film"   (or --file sentences.txt, or stdin)
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -22,12 +23,11 @@ from qkv.tasks.text_classification import (
     MLMConfig,
     encode,
     load_pretrained_encoder,
-    predict_logits,
     pretrain_mlm,
     train_text_classifier,
 )
-from qkv.train.checkpoint import load_checkpoint, read_config
-from qkv.train.fit import ClassifyTrainConfig
+from qkv.train.checkpoint import read_config
+from qkv.train.fit import ClassifyTrainConfig, best_epoch
 from qkv.train.fit import save_classifier_checkpoint as save
 
 
@@ -116,37 +116,49 @@ def cmd_train(args) -> int:
             f"dev acc {100 * r['dev_acc']:.3f} %"
         )
 
-    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report)
+    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report,
+                                    keep_best=True)  # fmt: skip
     seconds = time.perf_counter() - start
     init = str(args.init) if args.init else None
-    metrics = {"dev_acc": history[-1]["dev_acc"]}
-    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds)
+    best = history[best_epoch(history, "dev_acc") - 1]  # the model holds this epoch's weights
+    metrics = {"dev_acc": best["dev_acc"]}
+    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds, best_epoch=best["epoch"])
     out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, **extra)
-    print(f"dev accuracy {100 * history[-1]['dev_acc']:.3f} % after {seconds:.0f}s; saved to {out}")
+    print(f"best dev accuracy {100 * best['dev_acc']:.3f} % (epoch {best['epoch']} of {len(history)}) after "
+          f"{seconds:.0f}s; saved that epoch's model to {out}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    folder = Path(args.model)
-    loaded = load_checkpoint(folder)
-    model = loaded.model
-    if not isinstance(model, TextClassifier):
-        raise CliError(f"{folder} is not a text classifier")
-    tokenizer = TokenizerFile.load(folder)
-    sentences = list(args.sentences)
-    if args.file:
+    from qkv.cli._models import open_model
+
+    classifier = open_model(args.model, "cpu", "text-classifier")
+    if args.sentences and args.file:
+        raise CliError("give sentences or --file, not both")
+    if args.sentences:
+        chunks = [list(args.sentences)]
+    elif args.file:
         path = Path(args.file)
         if not path.is_file():
             raise FileNotFoundError(f"--file not found: {path}")
-        sentences += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not sentences:
-        raise CliError("give sentences to classify as arguments or with --file")
-    labels = loaded.config.get("labels") or [str(i) for i in range(model.config.n_classes)]
-    probs = predict_logits(model, encode(tokenizer, sentences, model.config.max_len)).softmax(-1)
-    for sentence, p in zip(sentences, probs):
-        k = int(p.argmax())
-        print(f"{labels[k]}\t{p[k]:.3f}\t{sentence}")
+        chunks = [[line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]]
+    else:  # standard input, as `qkv translate` reads it: answered chunk by chunk
+        chunks = _chunks(line.strip() for line in sys.stdin if line.strip())
+    for chunk in chunks:
+        for sentence, p in zip(chunk, classifier.predict(chunk)):
+            print(f"{p.label}\t{p.probability:.3f}\t{sentence}", flush=not args.file)
     return 0
+
+
+def _chunks(lines, size: int = 256):
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _common(p, epochs: int, lr: float, batch_size: int) -> None:
@@ -184,7 +196,8 @@ def register(sub) -> None:
     m.set_defaults(func=cmd_pretrain)
 
     q = cmds.add_parser("predict", help="classify sentences with a trained model")
-    q.add_argument("--model", required=True, help="folder written by `qkv classify train`")
-    q.add_argument("sentences", nargs="*", help="sentences to classify")
+    q.add_argument("--model", required=True, help="folder written by `qkv classify train`, or a Hugging Face "
+                   "BertForSequenceClassification folder / hub id")
+    q.add_argument("sentences", nargs="*", help="sentences to classify (default: read --file or stdin)")
     q.add_argument("--file", help="a text file, one sentence a line")
     q.set_defaults(func=cmd_predict)

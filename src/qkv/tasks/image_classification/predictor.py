@@ -76,9 +76,20 @@ class ImageClassifier:
         return x
 
     def _from_pixels(self, image: Any) -> Tensor:
+        x = self.pixels(image)  # (C, S, S)
+        p = self.preprocessing
+        if p.get("mean") is not None and p.get("std") is not None:
+            mean, std = torch.tensor(p["mean"]).view(-1, 1, 1), torch.tensor(p["std"]).view(-1, 1, 1)
+            x = (x - mean) / std
+        return x
+
+    def pixels(self, image: Any) -> Tensor:
+        """An image file or PIL image as grey / RGB pixels ``(C, S, S)`` · ``rescale`` (to show; no mean/std)."""
         import numpy as np
         from PIL import Image as PILImage
 
+        if isinstance(image, Tensor):
+            return image.float()[None] if image.dim() == 2 else image.float()
         if isinstance(image, str | Path):
             path = Path(image)
             if not path.is_file():
@@ -91,11 +102,7 @@ class ImageClassifier:
         p, channels = self.preprocessing, self.model.config.in_channels
         image = image.convert("L" if channels == 1 else "RGB").resize((p["size"], p["size"]), PILImage.BILINEAR)
         x = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()) * float(p["rescale"])  # (S, S[, 3])
-        x = x[None] if x.dim() == 2 else x.permute(2, 0, 1)  # (C, S, S)
-        if p.get("mean") is not None and p.get("std") is not None:
-            mean, std = torch.tensor(p["mean"]).view(-1, 1, 1), torch.tensor(p["std"]).view(-1, 1, 1)
-            x = (x - mean) / std
-        return x
+        return x[None] if x.dim() == 2 else x.permute(2, 0, 1)  # (C, S, S)
 
     def batch(self, images: Image | Sequence[Image]) -> tuple[Tensor, bool]:
         """``(images (N, C, S, S), whether one image was given)``."""
@@ -117,7 +124,7 @@ class ImageClassifier:
         found = predictions(predict_logits(self.model, x).softmax(-1), self.labels)
         return found[0] if one else found
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the inputs it returns may be read again under autograd
     def attention(self, image: Image) -> EncoderAttentionView:
         """Every self-attention map ``L × (1, H, N', N')`` over ``cls``, ``p0``, ``p1``, … (patches row by row)."""
         x = self.read(image)[None].to(self.device)  # (1, C, S, S)

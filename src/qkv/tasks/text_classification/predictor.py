@@ -99,7 +99,7 @@ class SentenceClassifier:
             return []
         return predictions(self.probabilities(sentences, batch_size), self.labels)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the inputs it returns may be read again under autograd
     def attention(self, sentence: str) -> EncoderAttentionView:
         """Every self-attention map of ``sentence`` ``L × (1, H, N, N)`` with its position labels."""
         ids = torch.tensor([self.encode([sentence])[0]], device=self.device)  # (1, T)
