@@ -52,7 +52,7 @@ def folder_kind(path: str | Path) -> str:
     """
     folder = Path(path)
     if not folder.is_dir():
-        raise FileNotFoundError(f"model folder not found: {folder}")
+        raise FileNotFoundError(f"checkpoint folder not found: {folder}")
     if is_hf_folder(folder):
         config = read_config(folder)
         known = [a for a in config.get("architectures") or [] if a in ARCHITECTURES]
