@@ -154,3 +154,10 @@ def test_fit_keep_best_ends_with_the_best_epochs_weights():
                   on_epoch=lambda r: snapshots.append(model.weight.detach().clone()), keep_best="dev_acc")  # fmt: skip
     assert best_epoch(history, "dev_acc") == 2
     assert torch.equal(model.weight, snapshots[1]) and not torch.equal(snapshots[1], snapshots[2])
+
+
+def test_a_missing_local_folder_is_not_taken_for_a_hub_id(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(FileNotFoundError, match="checkpoint folder not found: runs/best"):
+        qkv.load("runs/best")  # runs/ exists here: a typo'd run folder, not a hub model

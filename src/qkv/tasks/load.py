@@ -28,8 +28,11 @@ _CLASSES = {"translation": Translator, "text-classifier": SentenceClassifier, "t
 
 
 def _is_hub_id(name: str) -> bool:
-    """``owner/name`` that is no local path (a typo'd folder with more parts is just "not found")."""
-    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not Path(name).exists()
+    """``owner/name`` that is no local path: ``runs/best`` beside an existing ``runs/`` folder, or a path of more
+    parts, is a local folder that is not there ("not found"), not a hub id."""
+    path = Path(name)
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and not path.exists() and \
+        not path.parent.exists()
 
 
 def from_pretrained(pretrained: Pretrained, device: str | torch.device = "cpu") -> Loaded:
