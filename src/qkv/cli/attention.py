@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qkv.cli import CliError
-from qkv.cli._common import resolve_device
+from qkv.cli._models import describe, load_translator, open_model
 from qkv.cli.options import add_device_options, add_hidden_alias, non_negative_int, positive_int
 
 EXAMPLES = """\
@@ -29,8 +29,8 @@ def register(sub) -> None:
     p.add_argument("source", help="the source sentence (or the sentence to classify, for a classifier)")
     p.add_argument(
         "--model",
-        help="checkpoint folder: a translation model or a text classifier (default: a small seeded untrained "
-        "demo translation model; for a ViT use `qkv vit attention`)",
+        help="checkpoint folder or Hugging Face folder: a translation model (Marian) or a text classifier (BERT) "
+        "(default: a small seeded untrained demo translation model; for a ViT use `qkv vit attention`)",
     )
     p.add_argument(
         "--target", help="target sentence fed to the decoder (default: the model's own translation)"
@@ -49,22 +49,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_translator(model: str | None, device: str = "cpu"):
-    """``(translator, description, untrained)`` for a checkpoint folder, or the seeded demo when ``None``."""
-    if model is None:
-        from qkv.viz.serve import demo_translator
-
-        return demo_translator(), "untrained seeded demo model (tiny preset, dates task vocabulary)", True
-    path = Path(model)
-    if not path.is_dir():
-        raise CliError(f"checkpoint folder not found: {path}")
-    from qkv.tasks.translation import Translator
-
-    translator = Translator.load(path, device=resolve_device(device))
-    n = sum(p.numel() for p in translator.model.parameters())
-    return translator, f"{path} ({type(translator.model).__name__}, {n:,} parameters)", False
-
-
 def run(args) -> int:
     from qkv.viz.export import export_attention
     from qkv.viz.maps import transformer_kinds
@@ -76,16 +60,16 @@ def run(args) -> int:
         raise CliError(f"--formats takes png, svg or pdf, got {args.formats!r}")
     if not args.source.strip():
         raise CliError("the source sentence is empty")
-    if args.model is not None and Path(args.model).is_dir():
-        from qkv.train.checkpoint import read_config
-
-        arch = read_config(args.model).get("arch")
-        if arch == "classifier":
-            return run_classifier(args, formats)
-        if arch == "vit":
+    if args.model is not None:
+        loaded = open_model(args.model, args.device)
+        if loaded.kind == "image-classifier":
             raise CliError(f"{args.model} is a ViT, which reads images: use `qkv vit attention --model "
-                           f"{args.model} --index N` for its maps over patches and the rollout")
-    translator, description, untrained = load_translator(args.model, args.device)
+                           f"{args.model} --image FILE` for its maps over patches and the rollout")
+        if loaded.kind != "translation":
+            return run_classifier(args, formats, loaded)
+        translator, description, untrained = loaded, describe(args.model, loaded.model), False
+    else:
+        translator, description, untrained = load_translator(None)
     view = translator.attention(args.source, args.target, beam_size=args.beam)
     kinds = transformer_kinds(view.maps, view.src_tokens, view.tgt_tokens)
     n_layers = len(view.maps.cross)
@@ -112,34 +96,24 @@ def run(args) -> int:
     return 0
 
 
-def run_classifier(args, formats: list[str]) -> int:
+def run_classifier(args, formats: list[str], classifier) -> int:
     """Encoder self-attention of a text classifier ([CLS] + subwords on both axes) and its prediction."""
-    import torch
-
-    from qkv.data.tokenizer import TokenizerFile
-    from qkv.tasks.text_classification import encode
-    from qkv.train.checkpoint import load_checkpoint
     from qkv.viz.export import export_attention
     from qkv.viz.maps import collect_kinds
     from qkv.viz.walk import model_walk
 
-    device = resolve_device(args.device)
-    loaded = load_checkpoint(args.model, device=device)
-    model, tokenizer = loaded.model, TokenizerFile.load(args.model)
-    ids = encode(tokenizer, [args.source], model.config.max_len)[0]
-    with torch.no_grad():
-        logits, maps = model(torch.tensor([ids], device=device), return_attention=True)  # (1, C), L×(1,H,N,N)
-    tokens = ["[CLS]", *tokenizer.tokens(args.source)][: len(ids) + 1]
-    probs = logits.softmax(-1)[0]
-    labels = loaded.config.get("labels") or [str(i) for i in range(len(probs))]
-    k = int(probs.argmax())
-    kinds = collect_kinds({"encoder_self": maps}, {"encoder_self": (tokens, tokens)})
-    walk = model_walk(model, lambda: model(torch.tensor([ids], device=device), return_attention=True))
+    view = classifier.attention(args.source)
+    model, ids = classifier.model, view.inputs.to(classifier.device)  # (1, T)
+    kinds = collect_kinds({"encoder_self": view.maps}, {"encoder_self": (view.tokens, view.tokens)})
+    walk = model_walk(model, lambda: model(ids, return_attention=True))
+    p = view.prediction
+    answer = f"{p.label} ({p.probability:.2f})" if p is not None else "no trained head"
     written = export_attention(
         kinds, args.out, title=f"Attention: {args.source}",
-        subtitle=f"{args.source}  →  {labels[k]} ({probs[k]:.2f})  [{args.model}]", formats=formats, walk=walk,
+        subtitle=f"{args.source}  →  {answer}  [{args.model}]", formats=formats, walk=walk,
     )
     print(f"sentence:   {args.source}")
-    print(f"prediction: {labels[k]} ({probs[k]:.3f})")
+    print(f"prediction: {p.label} ({p.probability:.3f})" if p is not None else
+          "prediction: none (a text encoder without a trained head: the maps only)")
     print(f"wrote {len(written)} files to {Path(args.out)}/ (open attention.html in a browser)")
     return 0

@@ -2,11 +2,12 @@
 
 qkv classify train --data ../shared/data/sst2 --out runs/sst2 [--epochs 3 --preset sst2 --init DIR]
 qkv classify pretrain --data ../shared/data/sst2 --out runs/sst2-mlm [--epochs 3]
-qkv classify predict --model runs/sst2 "a gripping , funny film"   (or --file sentences.txt)
+qkv classify predict --model runs/sst2 "a gripping , funny film"   (or --file sentences.txt, or stdin)
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from qkv.cli.options import (
 )
 from qkv.cli.parser import ConfigFile, add_config_option, model_overrides, run_record
 from qkv.data.sst2 import find_sst2, read_sst2
-from qkv.data.text import check_text, read_lines
+from qkv.data.text import check_text, read_lines, read_stream
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
 from qkv.tasks.text_classification import (
@@ -33,12 +34,11 @@ from qkv.tasks.text_classification import (
     MLMConfig,
     encode,
     load_pretrained_encoder,
-    predict_logits,
     pretrain_mlm,
     train_text_classifier,
 )
-from qkv.train.checkpoint import load_checkpoint, read_config
-from qkv.train.fit import ClassifyTrainConfig
+from qkv.train.checkpoint import read_config
+from qkv.train.fit import ClassifyTrainConfig, best_epoch
 from qkv.train.fit import save_classifier_checkpoint as save
 from qkv.train.run_folder import claim_run_folder
 
@@ -161,37 +161,50 @@ def _train(args) -> int:
             f"dev acc {100 * r['dev_acc']:.3f} %"
         )
 
-    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report)
+    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report,
+                                    keep_best=True)  # fmt: skip
     seconds = time.perf_counter() - start
     init = str(args.init) if args.init else None
-    metrics = {"dev_acc": history[-1]["dev_acc"]}
-    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds, **run_record(args))
+    best = history[best_epoch(history, "dev_acc") - 1]  # the model holds this epoch's weights
+    metrics = {"dev_acc": best["dev_acc"]}
+    extra = dict(task="sst2", labels=SST2_LABELS, init=init, seconds=seconds, best_epoch=best["epoch"],
+                 **run_record(args))
     out = save(args.out, model, config, history, metrics=metrics, tokenizer=tokenizer, **extra)
-    print(f"dev accuracy {100 * history[-1]['dev_acc']:.3f} % after {seconds:.0f}s; saved to {out}")
+    print(f"best dev accuracy {100 * best['dev_acc']:.3f} % (epoch {best['epoch']} of {len(history)}) after "
+          f"{seconds:.0f}s; saved that epoch's model to {out}")
     return 0
 
 
 def cmd_predict(args) -> int:
-    folder = Path(args.model)
-    loaded = load_checkpoint(folder, device=resolve_device(args.device))
-    model = loaded.model
-    if not isinstance(model, TextClassifier):
-        raise CliError(f"{folder} is not a text classifier")
-    tokenizer = TokenizerFile.load(folder)
-    sentences = [check_text(s, f"argument {i}") for i, s in enumerate(args.sentences, start=1)]
-    if args.file:
+    from qkv.cli._models import open_model
+
+    classifier = open_model(args.model, args.device, "text-classifier")
+    if args.sentences and args.file:
+        raise CliError("give sentences or --file, not both")
+    if args.sentences:
+        chunks = [[check_text(s, f"argument {i}") for i, s in enumerate(args.sentences, start=1)]]
+    elif args.file:
         path = Path(args.file)
         if not path.is_file():
             raise FileNotFoundError(f"--file not found: {path}")
-        sentences += [line for line in read_lines(path) if line]
-    if not sentences:
-        raise CliError("give sentences to classify as arguments or with --file")
-    labels = loaded.config.get("labels") or [str(i) for i in range(model.config.n_classes)]
-    probs = predict_logits(model, encode(tokenizer, sentences, model.config.max_len)).softmax(-1)
-    for sentence, p in zip(sentences, probs):
-        k = int(p.argmax())
-        print(f"{labels[k]}\t{p[k]:.3f}\t{sentence}")
+        chunks = [[line.strip() for line in read_lines(path) if line.strip()]]
+    else:  # standard input, as `qkv translate` reads it: answered chunk by chunk
+        chunks = _chunks(line.strip() for line in read_stream(sys.stdin.buffer) if line.strip())
+    for chunk in chunks:
+        for sentence, p in zip(chunk, classifier.predict(chunk)):
+            print(f"{p.label}\t{p.probability:.3f}\t{sentence}", flush=not args.file)
     return 0
+
+
+def _chunks(lines, size: int = 256):
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 EXAMPLES = {
@@ -209,6 +222,7 @@ examples:
 examples:
   qkv classify predict --model runs/sst2 "a gripping , funny film" "a dull mess"
   qkv classify predict --model runs/sst2 --file sentences.txt
+  cat sentences.txt | qkv classify predict --model runs/sst2
 """,
 }
 
@@ -258,8 +272,9 @@ def register(sub) -> None:
         "predict", help="classify sentences with a trained model", epilog=EXAMPLES["predict"],
         description="Print the predicted label, its probability and the sentence, one line each.",
     )  # fmt: skip
-    q.add_argument("--model", required=True, help="folder written by `qkv classify train`")
-    q.add_argument("sentences", nargs="*", help="sentences to classify")
+    q.add_argument("--model", required=True, help="folder written by `qkv classify train`, or a Hugging Face "
+                   "BertForSequenceClassification folder / hub id")
+    q.add_argument("sentences", nargs="*", help="sentences to classify (default: read --file or stdin)")
     q.add_argument("--file", help="a text file, one sentence a line")
     add_device_options(q)
     q.set_defaults(func=cmd_predict)

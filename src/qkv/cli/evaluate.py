@@ -25,7 +25,7 @@ def register(sub) -> None:
         "lowercased BLEU for comparison with papers that report it.",
         epilog=EXAMPLES,
     )
-    p.add_argument("--model", help="checkpoint folder to translate with")
+    p.add_argument("--model", help="checkpoint folder (or Hugging Face Marian folder / hub id) to translate with")
     p.add_argument("--data", help="corpus folder (with --src/--tgt); scores the --split")
     p.add_argument("--src", help="source language suffix")
     p.add_argument("--tgt", help="target language suffix")
@@ -61,9 +61,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         if sources is None:
             raise ValueError("--model needs source sentences: use --data with --src/--tgt")
-        from qkv.tasks.translation import Translator
+        from qkv.cli._models import open_model
 
-        translator = Translator.load(args.model, device=resolve_device(args.device))
+        translator = open_model(args.model, resolve_device(args.device), "translation")
         hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha)
     else:
         hypotheses = read_lines(args.hyp)

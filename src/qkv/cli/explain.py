@@ -23,7 +23,8 @@ def register(sub) -> None:
     )
     p.add_argument("sentence", nargs="?", help="a short source sentence")
     p.add_argument(
-        "--model", help="checkpoint folder (default: a small seeded model with a word-level vocabulary)"
+        "--model", help="checkpoint or Hugging Face folder: a translation model (Marian) or a text classifier "
+        "(BERT) (default: a small seeded model with a word-level vocabulary)"
     )
     p.add_argument("--layer", type=positive_int, default=1, help="encoder layer, counted from 1")
     p.add_argument("--head", type=positive_int, default=1, help="head, counted from 1")
@@ -36,6 +37,23 @@ def register(sub) -> None:
         help="instead: attention as a soft hash table (exact lookup vs softmax(q·K/√d_k)·V, a temperature sweep)",
     )
     p.set_defaults(func=run)
+
+
+def open_for_explain(path: str, sentence: str):
+    """``(model, encoder input (1, S), position labels, description)`` of a translation model or a text
+    classifier (qkv checkpoint or Hugging Face folder); a ViT is pointed to ``qkv vit attention``."""
+    from qkv.cli._models import describe, open_model
+    from qkv.data.batching import collate
+
+    loaded = open_model(path, "cpu", ("translation", "text-classifier", "text-encoder", "image-classifier"))
+    if loaded.kind == "image-classifier":
+        raise CliError(f"{path} is a ViT, which reads images: `qkv vit attention --model {path} --image FILE` "
+                       "draws every head over its patches, each cell worked out by hand in attention.html")
+    if loaded.kind == "translation":
+        src = collate([(loaded.encode_sources([sentence])[0], [])]).src  # (1, S), </s> appended
+        return loaded.model, src, [*loaded.src_tokenizer.tokens(sentence), "</s>"], describe(path, loaded.model)
+    view = loaded.attention(sentence)  # a text classifier: [CLS] + subwords
+    return loaded.model, view.inputs, view.tokens, describe(path, loaded.model)
 
 
 def section(title: str) -> None:
@@ -74,14 +92,9 @@ def load_model(args):
             "give --model CHECKPOINT for a trained one"
         )
         return model, src, tokens
-    from qkv.cli.attention import load_translator
-    from qkv.data.batching import collate
-
-    translator, description, _ = load_translator(args.model)
-    src = collate([(translator.encode_sources([args.sentence])[0], [])]).src  # (1, S), </s> appended
-    tokens = [*translator.src_tokenizer.tokens(args.sentence), "</s>"]
+    model, src, tokens, description = open_for_explain(args.model, args.sentence)
     print(f"model: {description}")
-    return translator.model, src, tokens
+    return model, src, tokens
 
 
 def check_layer_and_head(model, args) -> int:

@@ -42,7 +42,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import logging
 
-    from qkv.cli.attention import load_translator
+    from qkv.cli._models import load_translator
     from qkv.viz.guard import allowed_hosts
     from qkv.viz.serve import AttentionApp, Limits, make_server
 

@@ -1,7 +1,8 @@
 """`qkv vit`: a Vision Transformer on digit images — train, and draw attention rollout over a digit.
 
 qkv vit train [--data ../shared/data/mnist] [--out runs/vit --epochs N]   (no --data: sklearn 8×8 digits)
-qkv vit attention --model runs/vit --index 0 [--out rollout.png]
+qkv vit attention --model runs/vit --index 0 [--out rollout.png]      (or --image digit.png)
+qkv vit attention --model google/vit-base-patch16-224 --image cat.jpg     (a Hugging Face ViT)
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from qkv.cli.parser import ConfigFile, add_config_option, run_record
 from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.tasks.image_classification import accuracy, train_image_classifier
-from qkv.train.checkpoint import load_checkpoint
-from qkv.train.fit import ClassifyTrainConfig, save_classifier_checkpoint
+from qkv.train.checkpoint import read_config
+from qkv.train.fit import ClassifyTrainConfig, best_epoch, save_classifier_checkpoint
 from qkv.train.run_folder import claim_run_folder
 
 # per data set: preset, epochs, lr, batch size, max shift of the augmentation
@@ -111,50 +112,65 @@ def _train(args) -> int:
         dev=(splits.test_x, splits.test_y.tolist()),
         augment=lambda x: random_shift(x, shift, generator),
         on_epoch=report,
+        keep_best=True,  # the model ends with the weights of its best epoch
     )
     seconds = time.perf_counter() - start
     acc = accuracy(model, splits.test_x, splits.test_y.tolist())
     data_dir = str(args.data) if args.data else None
-    extra = dict(data=splits.name, data_dir=data_dir, seconds=seconds)
+    best = best_epoch(history, "dev_acc")
+    extra = dict(data=splits.name, data_dir=data_dir, seconds=seconds, best_epoch=best)
     save_classifier_checkpoint(args.out, model, train_cfg, history, metrics={"test_acc": acc}, **extra,
                                **run_record(args))
-    print(f"test accuracy {acc:.4f} after {seconds:.0f}s; saved to {args.out}")
+    print(f"test accuracy {acc:.4f} (best epoch {best} of {len(history)}) after {seconds:.0f}s; "
+          f"saved that epoch's model to {args.out}")
     return 0
 
 
 def cmd_attention(args) -> int:
+    from qkv.cli._models import open_model
     from qkv.viz.export import export_attention  # matplotlib: imported only when drawing
-    from qkv.viz.maps import collect_kinds, patch_labels
+    from qkv.viz.maps import collect_kinds
     from qkv.viz.rollout import attention_rollout, cls_patch_map, save_overlay
     from qkv.viz.walk import model_walk
 
-    loaded = load_checkpoint(args.model)
-    model = loaded.model
-    if not isinstance(model, ViT):
-        raise CliError(f"{args.model} is not a ViT model")
-    data = args.data if args.data is not None else loaded.config.get("data_dir")
-    splits = load_images(data)
-    if splits.image_size != model.config.image_size:
-        raise CliError(f"images are {splits.image_size}px but the model expects {model.config.image_size}px")
-    if not 0 <= args.index < len(splits.test_x):
-        raise CliError(f"--index must be in 0..{len(splits.test_x) - 1}, got {args.index}")
-    image = splits.test_x[args.index : args.index + 1]  # (1, 1, S, S)
-    with torch.no_grad():
-        logits, maps = model(image, return_attention=True)
-    heat = cls_patch_map(attention_rollout(maps), model.config.grid)[0]  # (g, g)
-    pred, label = int(logits.argmax()), int(splits.test_y[args.index])
-    out = Path(args.out or Path(args.model) / f"rollout_{args.index}.png")
-    save_overlay(image[0], heat, out, title=f"test image {args.index}: label {label}, predicted {pred}")
-    print(f"label {label}, predicted {pred}; attention rollout written to {out}")
+    vit = open_model(args.model, "cpu", "image-classifier")
+    model = vit.model
+    if args.image is not None:
+        image, name, label = vit.read(args.image)[None], Path(args.image).name, None  # (1, C, S, S)
+        shown = vit.pixels(args.image)  # (C, S, S) in [0, 1], before normalising
+        default_out = Path(args.image).with_name(f"{Path(args.image).stem}_rollout.png")
+    else:
+        image, label = _test_image(args, vit)  # (1, 1, S, S)
+        name, shown, default_out = f"test image {args.index}", image[0], Path(args.model) / f"rollout_{args.index}.png"
+    view = vit.attention(image[0])
+    heat = cls_patch_map(attention_rollout(view.maps), model.config.grid)[0]  # (g, g)
+    pred = view.prediction.label
+    said = f"predicted {pred} ({view.prediction.probability:.3f})"
+    said = f"label {label}, {said}" if label is not None else said
+    out = Path(args.out or default_out)
+    save_overlay(shown, heat, out, title=f"{name}: {said}")
+    print(f"{said}; attention rollout written to {out}")
     # every layer and head over the patches ("cls", "p0", "p1", … in row-major order), as for text
-    tokens = patch_labels(model.config.n_patches)
-    kinds = collect_kinds({"encoder_self": maps}, {"encoder_self": (tokens, tokens)})
+    kinds = collect_kinds({"encoder_self": view.maps}, {"encoder_self": (view.tokens, view.tokens)})
     maps_dir = out.with_suffix("")
-    walk = model_walk(model, lambda: model(image, return_attention=True))  # each cell's arithmetic, by hand
-    written = export_attention(kinds, maps_dir, title=f"ViT attention, test image {args.index}",
-                               subtitle=f"label {label}, predicted {pred}", formats=("png",), walk=walk)
+    walk = model_walk(model, lambda: model(view.inputs, return_attention=True))  # each cell's arithmetic, by hand
+    written = export_attention(kinds, maps_dir, title=f"ViT attention, {name}", subtitle=said, formats=("png",),
+                               walk=walk)  # fmt: skip
     print(f"every layer and head: {len(written)} files in {maps_dir}/ (open attention.html in a browser)")
     return 0
+
+
+def _test_image(args, vit):
+    """Test image ``--index`` of the data the model was trained on (or ``--data``), and its label."""
+    if not (Path(args.model) / "config.json").is_file() or "arch" not in read_config(args.model):
+        raise CliError(f"{args.model} is a Hugging Face ViT: give the picture to look at with --image FILE")
+    data = args.data if args.data is not None else read_config(args.model).get("data_dir")
+    splits = load_images(data)
+    if splits.image_size != vit.model.config.image_size:
+        raise CliError(f"images are {splits.image_size}px but the model expects {vit.model.config.image_size}px")
+    if not 0 <= args.index < len(splits.test_x):
+        raise CliError(f"--index must be in 0..{len(splits.test_x) - 1}, got {args.index}")
+    return splits.test_x[args.index : args.index + 1], int(splits.test_y[args.index])
 
 
 def register(sub) -> None:
@@ -186,9 +202,12 @@ def register(sub) -> None:
         description="Draw the attention rollout (Abnar & Zuidema 2020) of the [CLS] token over one test image, and "
         "every layer and head over the patches (PNG, attention.html), on the CPU.",
     )  # fmt: skip
-    a.add_argument("--model", required=True, help="folder written by `qkv vit train`")
+    a.add_argument("--model", required=True, help="folder written by `qkv vit train`, or a Hugging Face "
+                   "ViTForImageClassification folder / hub id (then give --image)")
+    a.add_argument("--image", help="an image file (PNG, JPEG…), preprocessed as the model expects "
+                   "(instead of --index)")
     a.add_argument("--index", type=int, default=0, help="index into the test images")
     a.add_argument("--data", help="image folder (default: the one the model was trained on)")
-    a.add_argument("--out", help="PNG path (default: MODEL/rollout_INDEX.png)")
+    a.add_argument("--out", help="PNG path (default: MODEL/rollout_INDEX.png, or IMAGE_rollout.png beside --image)")
     add_threads_option(a)
     a.set_defaults(func=cmd_attention)

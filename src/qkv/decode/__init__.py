@@ -9,17 +9,20 @@ Both searches take any encoder-decoder with the core interface (``encode``, ``sr
 """
 
 from qkv.data.special import BOS, EOS, PAD
-from qkv.decode.beam import beam_search, length_penalty
+from qkv.decode.beam import Hypothesis, beam_search, beam_search_nbest, length_penalty
 from qkv.decode.common import max_output_lengths, strip_specials
-from qkv.decode.corpus import decode_corpus
+from qkv.decode.corpus import decode_corpus, decode_corpus_nbest
 from qkv.decode.greedy import greedy_search
 
 __all__ = [
     "BOS",
     "EOS",
     "PAD",
+    "Hypothesis",
     "beam_search",
+    "beam_search_nbest",
     "decode_corpus",
+    "decode_corpus_nbest",
     "greedy_search",
     "length_penalty",
     "max_output_lengths",

@@ -38,6 +38,9 @@ from qkv.decode.common import next_token_logits, start_search, strip_specials
 from qkv.nn.embedding import check_token_ids
 from qkv.nn.modes import eval_mode
 
+#: a finished hypothesis: token ids (without BOS, EOS, PAD) and its length-normalized log-probability
+Hypothesis = tuple[list[int], float]
+
 
 def length_penalty(length: int | Tensor, alpha: float) -> float | Tensor:
     """The GNMT length penalty lp(Y) = ((5 + |Y|) / 6)^α (Wu et al. 2016, Eq. 14; used in §6.1 with α = 0.6).
@@ -81,6 +84,45 @@ def beam_search(
         >>> len(out), len(out[0]) <= 4 + 3
         (1, True)
     """
+    return [hyps[0][0] for hyps in _search(model, src, beam_size, alpha, max_len_b, use_cache, nbest=1)]
+
+
+def beam_search_nbest(
+    model: nn.Module,
+    src: Tensor,
+    *,
+    nbest: int,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    max_len_b: int = 50,
+    use_cache: bool = True,
+) -> list[list[Hypothesis]]:
+    """Beam search returning the ``nbest`` best finished hypotheses of each sentence, best first.
+
+    Args:
+        nbest: how many hypotheses per sentence, 1 … ``beam_size`` (the search keeps K finished ones).
+        model, src, beam_size, alpha, max_len_b, use_cache: as for :func:`beam_search`.
+
+    Returns:
+        Per sentence, up to ``nbest`` pairs ``(token ids without BOS/EOS/PAD, score)``, where the score is
+        log p(Y | x) / lp(Y) (the length-normalized log-probability that ranks them); the first is
+        :func:`beam_search`'s answer.
+
+    Example:
+        >>> cfg = TransformerConfig.preset("tiny", src_vocab_size=20, tgt_vocab_size=20)
+        >>> out = beam_search_nbest(Transformer(cfg), torch.tensor([[5, 6, 7, 2]]), nbest=3, beam_size=4)
+        >>> len(out[0]), out[0][0][1] >= out[0][1][1] >= out[0][2][1]
+        (3, True)
+    """
+    if not isinstance(nbest, int) or not 1 <= nbest <= beam_size:
+        raise ValueError(f"nbest must be an int in 1 … beam_size ({beam_size}), got {nbest!r}")
+    return _search(model, src, beam_size, alpha, max_len_b, use_cache, nbest=nbest)
+
+
+def _search(
+    model: nn.Module, src: Tensor, beam_size: int, alpha: float, max_len_b: int, use_cache: bool, nbest: int
+) -> list[list[Hypothesis]]:
+    """The search itself: the ``nbest`` best finished hypotheses of each sentence with their scores."""
     check_token_ids("src", src)
     if not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be a positive int, got {beam_size!r}")
@@ -89,12 +131,13 @@ def beam_search(
     batch, k = src.shape[0], beam_size
     if batch == 0:
         return []
+    results: list[list[Hypothesis]] = [[([], 0.0)] for _ in range(batch)]  # sentences without a token
     device = src.device
     with eval_mode(model):
         start = start_search(model, src, max_len_b)
-        best, active, limits, max_steps = start.out, start.active, start.limits, start.steps  # best: the results
+        active, limits, max_steps = start.active, start.limits, start.steps
         if max_steps == 0:
-            return strip_specials(best[:, 1:].tolist())
+            return results
         memory, memory_mask = start.memory, start.memory_mask  # (A, S, D), (A, 1, 1, S)
         width = max_steps + 1  # BOS + at most max_steps tokens
         # A model with grouped cross-attention (qkv.Transformer) takes one memory row for the K beams of a
@@ -104,7 +147,7 @@ def beam_search(
             rows = torch.arange(len(active), device=device).repeat_interleave(k)  # (A·K,)
             memory, memory_mask = memory.index_select(0, rows), memory_mask.index_select(0, rows)
 
-        tokens = best.index_select(0, active.repeat_interleave(k))  # (A·K, 1 + T): BOS, then PAD
+        tokens = start.out.index_select(0, active.repeat_interleave(k))  # (A·K, 1 + T): BOS, then PAD
         # Summed log-probabilities of the live beams. All beams start as the same empty prefix: keep only the
         # first alive, or the K beams would propose the same candidates K times.
         live_scores = torch.full((len(active), k), -torch.inf, device=device)  # (A, K)
@@ -171,7 +214,7 @@ def beam_search(
             n_finished = int(finished.sum())  # the one host sync of the step
             if n_finished:
                 ended = finished.nonzero().squeeze(1)  # (F,)
-                best[active[ended]] = done_tokens[ended, done_scores[ended].argmax(dim=-1)]  # (F, 1 + T)
+                _collect(results, active[ended], done_tokens[ended, :nbest], done_scores[ended, :nbest])
                 if n_finished == n:
                     break
                 # Drop the finished sentences: their beams leave the batch, the decoder computes fewer rows.
@@ -186,7 +229,15 @@ def beam_search(
             if cache is not None:
                 cache.reorder(parent)  # the cache follows the beams (and loses the finished sentences)
 
-        return strip_specials(best[:, 1:].tolist())
+        return results
+
+
+def _collect(results: list[list[Hypothesis]], rows: Tensor, tokens: Tensor, scores: Tensor) -> None:
+    """Store the finished hypotheses ``tokens`` ``(F, n, 1 + T)`` (sorted by ``scores`` ``(F, n)``, best first)
+    of the sentences ``rows`` ``(F,)``, leaving out empty (-inf) slots."""
+    for row, toks, scs in zip(rows.tolist(), tokens.tolist(), scores.tolist()):
+        kept = [(ids, sc) for ids, sc in zip(strip_specials([t[1:] for t in toks]), scs) if sc != -float("inf")]
+        results[row] = kept or results[row]
 
 
 def _keep_best(

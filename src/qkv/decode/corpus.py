@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
-from torch import nn
+from torch import Tensor, nn
 
 from qkv.data.batching import collate
-from qkv.decode.beam import beam_search
+from qkv.decode.beam import Hypothesis, beam_search, beam_search_nbest
 from qkv.decode.greedy import greedy_search
+
+R = TypeVar("R")
+
+
+def _by_length(
+    model: nn.Module, sources: Sequence[Sequence[int]], batch_size: int, search: Callable[[Tensor], list[R]]
+) -> list[R]:
+    """``search`` over batches of similar length (little padding); the results come back in input order."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths together
+    out: list = [None] * len(sources)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        src = collate([(sources[i], []) for i in chunk]).src.to(device)  # (B, S)
+        for i, result in zip(chunk, search(src)):
+            out[i] = result
+    return out
 
 
 def decode_corpus(
@@ -26,16 +44,29 @@ def decode_corpus(
     Args:
         sources: source token ids per sentence, without EOS (appended here, as in training).
     """
-    device = next(model.parameters()).device
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths together
-    out: list[list[int]] = [[] for _ in sources]
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        src = collate([(sources[i], []) for i in chunk]).src.to(device)  # (B, S)
+
+    def search(src: Tensor) -> list[list[int]]:
         if beam_size <= 1:
-            hyps = greedy_search(model, src, max_len_b=max_len_b)
-        else:
-            hyps = beam_search(model, src, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
-        for i, ids in zip(chunk, hyps):
-            out[i] = ids
-    return out
+            return greedy_search(model, src, max_len_b=max_len_b)
+        return beam_search(model, src, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
+
+    return _by_length(model, sources, batch_size, search)
+
+
+def decode_corpus_nbest(
+    model: nn.Module,
+    sources: Sequence[Sequence[int]],
+    *,
+    nbest: int,
+    beam_size: int = 5,
+    alpha: float = 0.6,
+    max_len_b: int = 50,
+    batch_size: int = 64,
+) -> list[list[Hypothesis]]:
+    """Like :func:`decode_corpus` with beam search, but the ``nbest`` best hypotheses of each sentence with
+    their scores (see :func:`~qkv.decode.beam.beam_search_nbest`)."""
+
+    def search(src: Tensor) -> list[list[Hypothesis]]:
+        return beam_search_nbest(model, src, nbest=nbest, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
+
+    return _by_length(model, sources, batch_size, search)

@@ -98,8 +98,25 @@ def recover(folder: str | Path) -> None:
         os.replace(old, folder)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Files ``0o666`` and folders ``0o777`` less the umask (e.g. 0644 / 0755), as ``open()`` would create them:
+    some writers (safetensors) create their files 0600, and a checkpoint is meant to be shared."""
+    mask = _current_umask()
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` to fill a fresh temporary folder, fsync it, then swap it in place of ``folder``."""
+    """Call ``write(tmp)`` to fill a fresh temporary folder, fsync it, then swap it in place of ``folder``.
+
+    The files get the usual permissions (``0o666`` less the umask), whatever the writer used."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     recover(folder)
@@ -109,6 +126,7 @@ def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -
     tmp.mkdir()
     try:
         write(tmp)
+        _usual_permissions(tmp)
         for path in tmp.rglob("*"):
             if path.is_file():
                 _fsync(path)

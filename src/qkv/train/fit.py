@@ -143,6 +143,7 @@ def fit(
     accuracy_name: str = "train_acc",
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    keep_best: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``config.epochs`` epochs; returns one record per epoch.
 
@@ -157,6 +158,8 @@ def fit(
         accuracy_name: the record's key for the training accuracy.
         on_epoch: called with each epoch's record (the CLI prints it).
         on_step: called with ``(step, loss)`` after every optimizer step.
+        keep_best: a metric of ``evaluate`` (e.g. ``"dev_acc"``): the model ends with the weights of the epoch
+            where it was highest (the earliest on ties; :func:`best_epoch` names it), not those of the last.
 
     Returns:
         ``[{"epoch", "step", "loss", accuracy_name, **evaluate(model)}, …]``.
@@ -164,6 +167,7 @@ def fit(
     torch.manual_seed(config.seed)
     optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup)
     history, n_steps = [], 0
+    best: dict[str, Tensor] | None = None
     for epoch in range(1, config.epochs + 1):
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -183,9 +187,20 @@ def fit(
         if evaluate is not None:
             record.update(evaluate(model))
         history.append(record)
+        if keep_best is not None and best_epoch(history, keep_best) == epoch:
+            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if on_epoch is not None:
             on_epoch(record)
+    if best is not None:
+        model.load_state_dict(best)
     return history
+
+
+def best_epoch(history: list[dict[str, Any]], metric: str) -> int:
+    """The epoch of ``history`` with the highest ``metric`` (the earliest on ties)."""
+    if not history or any(metric not in r for r in history):
+        raise ValueError(f"keep_best: every epoch record needs {metric!r} (give evaluate=)")
+    return max(history, key=lambda r: r[metric])["epoch"]
 
 
 def save_classifier_checkpoint(

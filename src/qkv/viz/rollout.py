@@ -61,20 +61,22 @@ def save_overlay(image: Tensor, heat: Tensor, path: str | Path, title: str | Non
     """Save the image with the (upsampled) heat map over it as a PNG: image left, overlay right.
 
     Args:
-        image: ``(S, S)`` or ``(1, S, S)`` grey image.
+        image: ``(S, S)`` or ``(1, S, S)`` grey image, or ``(3, S, S)`` RGB in [0, 1].
         heat: ``(g, g)`` map over the patch grid (e.g. :func:`cls_patch_map`).
         path: the PNG file to write.
     """
     from matplotlib.figure import Figure  # a bare Figure, as in qkv.viz.heatmap: no pyplot, no backend switch
 
-    image = image.detach().float().cpu().reshape(image.shape[-2], image.shape[-1])
+    image = image.detach().float().cpu()
+    rgb = image.dim() == 3 and image.shape[0] == 3
+    image = image.permute(1, 2, 0).clamp(0, 1) if rgb else image.reshape(image.shape[-2], image.shape[-1])
     heat = heat.detach().float().cpu()
-    up = torch.nn.functional.interpolate(heat[None, None], size=image.shape, mode="nearest")[0, 0]  # (S, S)
+    up = torch.nn.functional.interpolate(heat[None, None], size=image.shape[:2], mode="nearest")[0, 0]  # (S, S)
     fig = Figure(figsize=(6, 3.2))
     axes = fig.subplots(1, 2)
-    axes[0].imshow(image.numpy(), cmap="gray")
+    axes[0].imshow(image.numpy(), cmap=None if rgb else "gray")
     axes[0].set_title("input")
-    axes[1].imshow(image.numpy(), cmap="gray")
+    axes[1].imshow(image.numpy(), cmap=None if rgb else "gray")
     axes[1].imshow(up.numpy(), cmap="inferno", alpha=0.6)
     axes[1].set_title("[CLS] attention rollout")
     for ax in axes:

@@ -9,10 +9,12 @@ from qkv.tasks.text_classification.classify import (
     word_dropout,
 )
 from qkv.tasks.text_classification.mlm import MLMConfig, load_pretrained_encoder, mask_tokens, pretrain_mlm
+from qkv.tasks.text_classification.predictor import SentenceClassifier
 
 __all__ = [
     "SST2_LABELS",
     "MLMConfig",
+    "SentenceClassifier",
     "accuracy",
     "encode",
     "load_pretrained_encoder",

@@ -6,17 +6,19 @@ training state; load it from a checkpoint folder written by :mod:`qkv.train.chec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import torch
 from torch import nn
 
 from qkv.data.batching import collate
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
-from qkv.decode import decode_corpus
+from qkv.decode import decode_corpus, decode_corpus_nbest
 from qkv.models.transformer import AttentionMaps
+from qkv.tasks.kinds import check_vocab_fits, expect_kind
 from qkv.train.checkpoint import load_checkpoint
 
 
@@ -39,25 +41,50 @@ class AttentionView:
 class Translator:
     """Translate text with a model and its :class:`~qkv.data.tokenizer.TokenizerPair`.
 
+    A ``str`` is one sentence and gives one ``str``; a list gives a list.
+
+    Args:
+        model: an encoder-decoder (:class:`qkv.Transformer` or an RNN baseline).
+        tokenizers: its source and target tokenizers; neither may have more ids than the model's vocabulary.
+        device: where the model runs.
+        max_len_b: outputs stop at source length + ``max_len_b`` tokens (§6.1: 50).
+
     Example:
         >>> tr = Translator.load("runs/demo/best")                     # doctest: +SKIP
-        >>> tr.translate(["the third of may two thousand eleven"])     # doctest: +SKIP
-        ['2011-05-03']
+        >>> tr.translate("the third of may two thousand eleven")      # doctest: +SKIP
+        '2011-05-03'
+        >>> tr.translate(["third of may 2011", "may 4 2012"], beam_size=1)   # doctest: +SKIP
+        ['2011-05-03', '2012-05-04']
     """
+
+    kind = "translation"
 
     def __init__(
         self, model: nn.Module, tokenizers: TokenizerPair, device: str | torch.device = "cpu", max_len_b: int = 50
     ):
+        if not (isinstance(max_len_b, int) and max_len_b >= 0):
+            raise ValueError(f"max_len_b must be an int >= 0, got {max_len_b!r}")
+        config = getattr(model, "config", None)
+        for side, tokenizer in (("src", tokenizers.src), ("tgt", tokenizers.tgt)):
+            check_vocab_fits(tokenizer, getattr(config, f"{side}_vocab_size", None), f"{side} tokenizer")
         self.device = torch.device(device)
         self.max_len_b = max_len_b  # outputs stop at source length + max_len_b tokens (§6.1: 50)
         self.model = model.to(self.device).eval()
         self.tokenizers = tokenizers
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> Translator:
-        """Load a checkpoint folder (model + tokenizers) written by :func:`qkv.train.checkpoint.save_checkpoint`."""
+    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", max_len_b: int = 50) -> Translator:
+        """Load a checkpoint folder (model + tokenizers) written by :func:`qkv.train.checkpoint.save_checkpoint`.
+
+        A checkpoint of another kind (a classifier, a ViT) is refused with one line naming its kind.
+        """
+        expect_kind(checkpoint, "translation")
         loaded = load_checkpoint(checkpoint, device=device)
-        return cls(loaded.model, TokenizerPair.load(loaded.path), device)
+        tokenizers = TokenizerPair.load(loaded.path)
+        try:
+            return cls(loaded.model, tokenizers, device, max_len_b)
+        except ValueError as err:
+            raise ValueError(f"{loaded.path}: {err}") from None
 
     @property
     def src_tokenizer(self) -> SubwordTokenizer:
@@ -79,12 +106,38 @@ class Translator:
                 raise ValueError(f"{where}: {len(seq)} subwords; this model accepts at most {limit - 1}")
         return ids
 
+    @overload
+    def translate(self, sentences: str, beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64) -> str: ...
+    @overload
     def translate(
-        self, sentences: list[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
-    ) -> list[str]:
-        """Translate a list of sentences (batched, sorted by length for little padding); order is kept. An empty
+        self, sentences: Sequence[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
+    ) -> list[str]: ...
+
+    def translate(
+        self, sentences: str | Sequence[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
+    ) -> str | list[str]:
+        """Translate one sentence (a ``str``) or a list of them (batched, sorted by length for little padding;
+        the order is kept). ``beam_size=1`` is greedy search; ``alpha`` is the length penalty of §6.1. An empty
         (or blank) sentence translates to an empty string."""
+        if isinstance(sentences, str):
+            return self.translate([sentences], beam_size, alpha, batch_size)[0]
         return list(self.translate_stream(sentences, beam_size, alpha, batch_size))
+
+    def translate_nbest(
+        self, sentences: str | Sequence[str], nbest: int, beam_size: int = 5, alpha: float = 0.6,
+        batch_size: int = 64,
+    ) -> list[list[tuple[str, float]]]:  # fmt: skip
+        """The ``nbest`` best translations of each sentence (``nbest <= beam_size``), best first, each with its
+        score log p(Y | x) / lp(Y). A ``str`` is one sentence (the result still has one list per sentence).
+
+        Example:
+            >>> tr.translate_nbest("Ein Hund.", nbest=2)      # doctest: +SKIP
+            [[('A dog.', -0.41), ('A dog', -0.93)]]
+        """
+        sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+        hyps = decode_corpus_nbest(self.model, self.encode_sources(sentences), nbest=nbest, beam_size=beam_size,
+                                   alpha=alpha, max_len_b=self.max_len_b, batch_size=batch_size)  # fmt: skip
+        return [[(self.tgt_tokenizer.decode(ids), score) for ids, score in options] for options in hyps]
 
     def translate_stream(
         self, sentences: Iterable[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64, *,
@@ -92,6 +145,8 @@ class Translator:
     ) -> Iterator[str]:  # fmt: skip
         """Like :meth:`translate` but yields results chunk by chunk (for files and stdin; ``name`` appears in
         the error about a sentence that is too long, with its line)."""
+        if isinstance(sentences, str):
+            sentences = [sentences]  # one sentence, not its characters
         chunk: list[str] = []
         done = 0
         for sentence in sentences:
@@ -127,7 +182,7 @@ class Translator:
         """All attention maps for ``source`` and ``target`` (default: the model's own translation)."""
         translation = None
         if target is None:
-            target = translation = self.translate([source], beam_size=beam_size)[0]
+            target = translation = self.translate(source, beam_size=beam_size)
         batch = collate([(self.encode_sources([source])[0], self.tgt_tokenizer.encode(target))]).to(self.device)
         _, maps = self.model(batch.src, batch.tgt_in, return_attention=True)  # (1, S), (1, T) in
         src_tokens = [*self.src_tokenizer.tokens(source), "</s>"]

@@ -1,0 +1,28 @@
+"""Opening ``--model`` for a command: a qkv checkpoint or a Hugging Face folder, through :func:`qkv.load`."""
+
+from __future__ import annotations
+
+
+def load_translator(model: str | None, device: str = "cpu"):
+    """``(translator, description, untrained)`` for a checkpoint or Hugging Face Marian folder, or the seeded
+    demo when ``None``; a folder of another kind is refused in one line naming what it holds."""
+    if model is None:
+        from qkv.viz.serve import demo_translator
+
+        return demo_translator(), "untrained seeded demo model (tiny preset, dates task vocabulary)", True
+    translator = open_model(model, device, "translation")
+    return translator, describe(model, translator.model), False
+
+
+def open_model(path: str, device: str, kind: str | tuple[str, ...] | None = None):
+    """:func:`qkv.load` for a command: the object of ``path`` (checkpoint or Hugging Face folder), of ``kind``."""
+    from qkv.cli._common import resolve_device
+    from qkv.tasks.load import load
+
+    return load(path, resolve_device(device), kind=kind)
+
+
+def describe(path: str, model) -> str:
+    """``"PATH (Transformer, 1,234 parameters)"`` for the pages and printouts."""
+    n = sum(p.numel() for p in model.parameters())
+    return f"{path} ({type(model).__name__}, {n:,} parameters)"
