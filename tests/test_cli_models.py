@@ -95,7 +95,7 @@ def test_translate_max_len_b_bounds_the_output(folders, capsys):
     for source, line in zip(SOURCES, lines):
         assert len(tr.tgt_tokenizer.encode(line)) <= len(tr.src_tokenizer.encode(source)) + 1  # + </s> - 1 + 1
     assert main(["translate", "--model", model, "--max-len-b", "-1", "ein hund"]) == 2
-    assert "--max-len-b must be >= 0" in one_error_line(capsys)
+    assert "argument --max-len-b: expected an integer >= 0, got '-1'" in one_error_line(capsys)
 
 
 def test_classify_predict_reads_stdin(folders, capsys, monkeypatch):

@@ -111,3 +111,14 @@ def train_config_from_args(args: argparse.Namespace, **resolved: Any) -> TrainCo
     if all(v is None for v in limits) and "max_epochs" not in resolved:
         resolved["max_epochs"] = DEFAULT_EPOCHS
     return TRAIN_OPTIONS.build(args, **resolved)
+
+
+def stdin_lines():
+    """The lines of standard input, checked as :func:`qkv.data.text.read_stream` checks them (a text stream
+    without a binary buffer, e.g. a test's ``StringIO``, is read as UTF-8)."""
+    from qkv.data.text import read_stream
+
+    buffer = getattr(sys.stdin, "buffer", None)
+    if buffer is None:
+        buffer = (line.encode("utf-8", "surrogateescape") for line in sys.stdin)
+    return read_stream(buffer)

@@ -7,14 +7,13 @@ qkv classify predict --model runs/sst2 "a gripping , funny film"   (or --file se
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from qkv.cli import CliError
-from qkv.cli._common import add_set_option, parse_overrides, resolve_device
+from qkv.cli._common import add_set_option, parse_overrides, resolve_device, stdin_lines
 from qkv.cli.options import (
     ConfigOptions,
     add_device_options,
@@ -26,7 +25,7 @@ from qkv.cli.options import (
 )
 from qkv.cli.parser import ConfigFile, add_config_option, model_overrides, run_record
 from qkv.data.sst2 import find_sst2, read_sst2
-from qkv.data.text import check_text, read_lines, read_stream
+from qkv.data.text import check_text, read_lines
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
 from qkv.tasks.text_classification import (
@@ -189,7 +188,7 @@ def cmd_predict(args) -> int:
             raise FileNotFoundError(f"--file not found: {path}")
         chunks = [[line.strip() for line in read_lines(path) if line.strip()]]
     else:  # standard input, as `qkv translate` reads it: answered chunk by chunk
-        chunks = _chunks(line.strip() for line in read_stream(sys.stdin.buffer) if line.strip())
+        chunks = _chunks(line.strip() for line in stdin_lines() if line.strip())
     for chunk in chunks:
         for sentence, p in zip(chunk, classifier.predict(chunk)):
             print(f"{p.label}\t{p.probability:.3f}\t{sentence}", flush=not args.file)

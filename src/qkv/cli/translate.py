@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import sys
 
+from qkv.cli._common import stdin_lines
 from qkv.cli.options import add_device_options, finite_float, non_negative_int, positive_int
 
 EXAMPLES = """\
@@ -44,7 +44,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qkv.cli._models import open_model
-    from qkv.data.text import check_text, read_lines, read_stream
+    from qkv.data.text import check_text, read_lines
 
     if args.sentences and args.file:
         raise ValueError("give sentences or --file, not both")
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.file:
         source, name = read_lines(args.file), args.file
     else:
-        source, name = read_stream(sys.stdin.buffer), "<stdin>"
+        source, name = stdin_lines(), "<stdin>"
     if args.nbest is not None:
         return print_nbest(translator, source, args)
     for line in translator.translate_stream(source, args.beam, args.alpha, args.batch_size, name=name):
