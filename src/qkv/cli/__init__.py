@@ -14,7 +14,7 @@ import sys
 COMMANDS = [
     "demo", "train", "translate", "evaluate",
     "attention", "explain", "positions", "serve",
-    "classify", "vit", "export",
+    "classify", "vit", "export", "plot",
 ]
 
 

@@ -66,7 +66,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--epochs", type=int, default=None, help="stop after this many epochs")
     g.add_argument("--max-steps", type=int, default=None, help="stop after this many optimizer steps")
-    g.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall time")
+    g.add_argument("--max-minutes", type=float, default=None,
+                   help="stop training after this much wall time; the last validation and the final test evaluation "
+                   "come after it (announced at the start, timed at the end)")  # fmt: skip
     g.add_argument("--lr-schedule", choices=["noam", "inverse_sqrt", "constant"], default="noam",
                    help="noam = Eq. 3 (default); inverse_sqrt/constant need --lr")
     g.add_argument("--warmup", type=int, default=4000, help="warm-up steps (4000 in the paper)")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from torch import nn
 
@@ -19,12 +20,14 @@ def decode_corpus(
     alpha: float = 0.6,
     max_len_b: int = 50,
     batch_size: int = 64,
+    on_batch: Callable[[int], Any] | None = None,
 ) -> list[list[int]]:
     """Decode many sentences: sorted by length into batches of ``batch_size`` (little padding), greedy for
     ``beam_size == 1`` else beam search; the results come back in input order.
 
     Args:
         sources: source token ids per sentence, without EOS (appended here, as in training).
+        on_batch: called with the number of sentences of each decoded batch (e.g. a progress bar's ``update``).
     """
     device = next(model.parameters()).device
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))  # similar lengths together
@@ -38,4 +41,20 @@ def decode_corpus(
             hyps = beam_search(model, src, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
         for i, ids in zip(chunk, hyps):
             out[i] = ids
+        if on_batch is not None:
+            on_batch(len(chunk))
     return out
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_progress(progress: Callable[..., Any] | None, **kwargs: Any) -> Any:
+    """``progress(**kwargs)`` (a ``tqdm``-like factory: an object with ``update(n)`` and ``close()``), or an
+    object that does nothing when ``progress`` is ``None``: library code never draws a bar of its own."""
+    return progress(**kwargs) if progress is not None else _NoBar()

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints, is_number
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
+from qkv.decode.corpus import open_progress
 from qkv.train.checkpoint import save_checkpoint
 
 #: ``step(model, batch) -> (loss, correct, count)``: the mean loss of the batch over its ``count`` items (0: skip
@@ -143,6 +144,7 @@ def fit(
     accuracy_name: str = "train_acc",
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    progress: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``config.epochs`` epochs; returns one record per epoch.
 
@@ -157,6 +159,7 @@ def fit(
         accuracy_name: the record's key for the training accuracy.
         on_epoch: called with each epoch's record (the CLI prints it).
         on_step: called with ``(step, loss)`` after every optimizer step.
+        progress: a ``tqdm``-like factory for a bar over the ``total_steps`` (``None``: no bar).
 
     Returns:
         ``[{"epoch", "step", "loss", accuracy_name, **evaluate(model)}, …]``.
@@ -164,6 +167,7 @@ def fit(
     torch.manual_seed(config.seed)
     optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup)
     history, n_steps = [], 0
+    bar = open_progress(progress, total=total_steps, desc="train", unit="step")
     for epoch in range(1, config.epochs + 1):
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -178,6 +182,7 @@ def fit(
             seen += count
             if on_step is not None:
                 on_step(n_steps, loss.item())
+            bar.update(1)
         record = {"epoch": epoch, "step": n_steps, "loss": loss_sum / max(seen, 1)}
         record[accuracy_name] = correct / max(seen, 1)
         if evaluate is not None:
@@ -185,6 +190,7 @@ def fit(
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+    bar.close()
     return history
 
 

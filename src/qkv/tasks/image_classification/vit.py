@@ -27,6 +27,7 @@ def train_image_classifier(
     augment: Callable[[Tensor], Tensor] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    progress: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (images ``(B, ...)`` -> logits ``(B, C)``); one record per epoch: epoch, step, loss,
     train_acc, dev_acc (with ``dev``).
@@ -36,7 +37,7 @@ def train_image_classifier(
         config: a :class:`~qkv.train.fit.ClassifyTrainConfig`.
         dev: ``(images, labels)`` evaluated after every epoch.
         augment: applied to each training batch (e.g. :func:`qkv.data.mnist.random_shift`).
-        on_epoch, on_step: see :func:`qkv.train.fit.fit`.
+        on_epoch, on_step, progress: see :func:`qkv.train.fit.fit`.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} inputs but {len(labels)} labels")
@@ -55,7 +56,7 @@ def train_image_classifier(
     total = math.ceil(len(images) / config.batch_size) * config.epochs
     step = classification_step(config.label_smoothing, next(model.parameters()).device)
     return fit(model, batches, step, config, total_steps=total, evaluate=evaluate if dev is not None else None,
-               on_epoch=on_epoch, on_step=on_step)  # fmt: skip
+               on_epoch=on_epoch, on_step=on_step, progress=progress)  # fmt: skip
 
 
 def predict_logits(model: nn.Module, images: Tensor, *, batch_size: int = 256) -> Tensor:

@@ -50,6 +50,7 @@ def train_text_classifier(
     pad_id: int = 0,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    progress: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (token ids ``(B, T)`` -> logits ``(B, C)``); one record per epoch: epoch, step, loss,
     train_acc, dev_acc (with ``dev``).
@@ -59,7 +60,7 @@ def train_text_classifier(
         config: a :class:`~qkv.train.fit.ClassifyTrainConfig` (its ``word_dropout`` applies here).
         dev: ``(sentences, labels)`` evaluated after every epoch.
         pad_id: padding id.
-        on_epoch, on_step: see :func:`qkv.train.fit.fit`.
+        on_epoch, on_step, progress: see :func:`qkv.train.fit.fit`.
     """
     if len(sentences) != len(labels):
         raise ValueError(f"{len(sentences)} inputs but {len(labels)} labels")
@@ -81,7 +82,7 @@ def train_text_classifier(
     total = math.ceil(len(sentences) / config.batch_size) * config.epochs
     step = classification_step(config.label_smoothing, device)
     return fit(model, batches, step, config, total_steps=total, evaluate=evaluate if dev is not None else None,
-               on_epoch=on_epoch, on_step=on_step)  # fmt: skip
+               on_epoch=on_epoch, on_step=on_step, progress=progress)  # fmt: skip
 
 
 def predict_logits(model: nn.Module, sentences: Sequence[Sequence[int]], *, batch_size: int = 256,

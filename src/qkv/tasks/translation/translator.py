@@ -6,9 +6,10 @@ training state; load it from a checkpoint folder written by :mod:`qkv.train.chec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,6 +17,7 @@ from torch import nn
 from qkv.data.batching import collate
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
 from qkv.decode import decode_corpus
+from qkv.decode.corpus import open_progress
 from qkv.models.transformer import AttentionMaps
 from qkv.train.checkpoint import load_checkpoint
 
@@ -78,25 +80,36 @@ class Translator:
         return ids
 
     def translate(
-        self, sentences: list[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
-    ) -> list[str]:
-        """Translate a list of sentences (batched, sorted by length for little padding); order is kept."""
-        return list(self.translate_stream(sentences, beam_size, alpha, batch_size))
+        self, sentences: list[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64,
+        progress: Callable[..., Any] | None = None,
+    ) -> list[str]:  # fmt: skip
+        """Translate a list of sentences (batched, sorted by length for little padding); order is kept.
+
+        ``progress``: a ``tqdm``-like factory for a bar over the sentences (``None``: no bar).
+        """
+        return list(self.translate_stream(sentences, beam_size, alpha, batch_size, progress))
 
     def translate_stream(
-        self, sentences: Iterable[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
-    ) -> Iterator[str]:
+        self, sentences: Iterable[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64,
+        progress: Callable[..., Any] | None = None,
+    ) -> Iterator[str]:  # fmt: skip
         """Like :meth:`translate` but yields results chunk by chunk (for files and stdin)."""
-        chunk: list[str] = []
-        for sentence in sentences:
-            chunk.append(sentence)
-            if len(chunk) == batch_size * 8:
-                yield from self._translate_chunk(chunk, beam_size, alpha, batch_size)
-                chunk = []
-        if chunk:
-            yield from self._translate_chunk(chunk, beam_size, alpha, batch_size)
+        total = len(sentences) if isinstance(sentences, Sized) else None
+        bar = open_progress(progress, total=total, desc="translate", unit="sent")
+        try:
+            chunk: list[str] = []
+            for sentence in sentences:
+                chunk.append(sentence)
+                if len(chunk) == batch_size * 8:
+                    yield from self._translate_chunk(chunk, beam_size, alpha, batch_size, bar.update)
+                    chunk = []
+            if chunk:
+                yield from self._translate_chunk(chunk, beam_size, alpha, batch_size, bar.update)
+        finally:
+            bar.close()
 
-    def _translate_chunk(self, sentences: list[str], beam_size: int, alpha: float, batch_size: int) -> list[str]:
+    def _translate_chunk(self, sentences: list[str], beam_size: int, alpha: float, batch_size: int,
+                         on_batch: Callable[[int], Any] | None = None) -> list[str]:  # fmt: skip
         hyps = decode_corpus(
             self.model,
             self.encode_sources(sentences),
@@ -104,6 +117,7 @@ class Translator:
             alpha=alpha,
             max_len_b=self.max_len_b,
             batch_size=batch_size,
+            on_batch=on_batch,
         )
         return [self.tgt_tokenizer.decode(ids) for ids in hyps]
 

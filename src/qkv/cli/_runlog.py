@@ -1,0 +1,127 @@
+"""What a training command leaves in its run folder besides checkpoints: ``train.log`` (everything it printed
+and logged), ``metrics.jsonl`` (one JSON object per log / validation / epoch / test event), TensorBoard events
+(``--tensorboard``) and ``curves.png`` (drawn at the end, as ``qkv plot`` does).
+
+    with RunLog(out, resume=args.resume, tensorboard=args.tensorboard) as run:
+        train(..., callback=run)          # or fit(on_epoch=run.epochs(print_fn), on_step=run.steps())
+        run({"event": "test", "step": ..., "bleu": ...})
+
+A resumed run (``resume=True``) appends to both files; a fresh one starts them anew.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from qkv.train.metrics import Event, JsonlSink, MetricSinks, StepWindow, TensorBoardSink
+
+LOG_FORMAT = "%(asctime)s %(message)s"
+
+
+def add_tensorboard_option(p) -> None:
+    """``--tensorboard``: also write TensorBoard events to OUT/tensorboard/."""
+    p.add_argument(
+        "--tensorboard", action="store_true",
+        help="also write TensorBoard events to OUT/tensorboard/ (needs tensorboard; metrics.jsonl is always written)",
+    )  # fmt: skip
+
+
+class _Tee:
+    """A text stream writing to ``stream`` and to ``copy``; everything else (isatty, fileno …) is ``stream``'s."""
+
+    def __init__(self, stream: TextIO, copy: TextIO) -> None:
+        self._stream, self._copy = stream, copy
+
+    def write(self, text: str) -> int:
+        self._copy.write(text)
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._copy.flush()
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class RunLog:
+    """The metrics log, the printed log and TensorBoard of one command, as a context manager and an event sink.
+
+    Args:
+        out: the run folder (created).
+        resume: append to ``train.log`` / ``metrics.jsonl`` instead of starting them anew.
+        tensorboard: also write TensorBoard events to ``out/tensorboard``.
+        enabled: ``False`` (other ranks of a torchrun job) makes every method a no-op.
+        curves: draw ``out/curves.png`` from ``metrics.jsonl`` when the block ends without an error.
+    """
+
+    def __init__(self, out: str | Path, *, resume: bool = False, tensorboard: bool = False, enabled: bool = True,
+                 curves: bool = True) -> None:  # fmt: skip
+        self.out, self.resume, self.tensorboard = Path(out), resume, tensorboard
+        self.enabled, self.curves = enabled, curves
+        self.sinks = MetricSinks()
+
+    def __enter__(self) -> RunLog:
+        if not self.enabled:
+            return self
+        self.out.mkdir(parents=True, exist_ok=True)
+        self._file = (self.out / "train.log").open("a" if self.resume else "w", encoding="utf-8", buffering=1)
+        self._handler = logging.StreamHandler(self._file)
+        self._handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
+        self._logger = logging.getLogger("qkv")
+        self._level = self._logger.level
+        if self._logger.getEffectiveLevel() > logging.INFO:  # the qkv.* INFO lines must reach the file
+            self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self._handler)
+        self._stdout = sys.stdout
+        sys.stdout = _Tee(sys.stdout, self._file)
+        try:
+            self.sinks.sinks.append(JsonlSink(self.out / "metrics.jsonl", append=self.resume))
+            if self.tensorboard:
+                self.sinks.sinks.append(TensorBoardSink(self.out / "tensorboard"))
+        except BaseException:
+            self._restore()
+            raise
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if not self.enabled:
+            return
+        try:
+            self.sinks.close()
+            if kind is None and self.curves:
+                from qkv.viz.curves import plot_run  # matplotlib: imported only when drawing
+
+                path = plot_run(self.out)
+                if path is not None:
+                    print(f"curves: {path}")
+        finally:
+            self._restore()
+
+    def _restore(self) -> None:
+        sys.stdout = self._stdout
+        self._logger.removeHandler(self._handler)
+        self._logger.setLevel(self._level)
+        self._file.close()
+
+    def __call__(self, event: Event) -> None:
+        """Record one event (the ``callback`` of :func:`qkv.train.train`)."""
+        if self.enabled:
+            self.sinks(event)
+
+    def epochs(self, show: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+        """An ``on_epoch`` for :func:`qkv.train.fit.fit`: ``show(record)`` (prints it), then records it."""
+
+        def on_epoch(record: dict[str, Any]) -> None:
+            show(record)
+            self({"event": "epoch", **record})
+
+        return on_epoch
+
+    def steps(self, every: int = 50) -> StepWindow:
+        """An ``on_step`` for :func:`qkv.train.fit.fit`: a ``log`` event (mean loss) every ``every`` steps."""
+        return StepWindow(self, every)
