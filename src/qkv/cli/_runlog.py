@@ -6,12 +6,15 @@ and logged), ``metrics.jsonl`` (one JSON object per log / validation / epoch / t
         train(..., callback=run)          # or fit(on_epoch=run.epochs(print_fn), on_step=run.steps())
         run({"event": "test", "step": ..., "bleu": ...})
 
-A resumed run (``resume=True``) appends to both files; a fresh one starts them anew.
+A resumed run (``resume=True``) appends to both files; a fresh one starts them anew. Where OUT is itself a
+checkpoint folder, replaced whole by each save (``qkv classify`` / ``qkv vit``), ``staged=True`` keeps the files
+beside it while the command runs and moves them in at the end.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -57,19 +60,24 @@ class RunLog:
         tensorboard: also write TensorBoard events to ``out/tensorboard``.
         enabled: ``False`` (other ranks of a torchrun job) makes every method a no-op.
         curves: draw ``out/curves.png`` from ``metrics.jsonl`` when the block ends without an error.
+        staged: write into ``.OUT.log-tmp`` beside ``out`` and move the files into ``out`` when the block ends
+            (for a checkpoint folder that saving replaces whole).
     """
 
     def __init__(self, out: str | Path, *, resume: bool = False, tensorboard: bool = False, enabled: bool = True,
-                 curves: bool = True) -> None:  # fmt: skip
+                 curves: bool = True, staged: bool = False) -> None:  # fmt: skip
         self.out, self.resume, self.tensorboard = Path(out), resume, tensorboard
-        self.enabled, self.curves = enabled, curves
+        self.enabled, self.curves, self.staged = enabled, curves, staged
+        self.dir = self.out.parent / f".{self.out.name}.log-tmp" if staged else self.out
         self.sinks = MetricSinks()
 
     def __enter__(self) -> RunLog:
         if not self.enabled:
             return self
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._file = (self.out / "train.log").open("a" if self.resume else "w", encoding="utf-8", buffering=1)
+        if self.staged:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._file = (self.dir / "train.log").open("a" if self.resume else "w", encoding="utf-8", buffering=1)
         self._handler = logging.StreamHandler(self._file)
         self._handler.setFormatter(logging.Formatter(LOG_FORMAT, datefmt="%H:%M:%S"))
         self._logger = logging.getLogger("qkv")
@@ -80,9 +88,9 @@ class RunLog:
         self._stdout = sys.stdout
         sys.stdout = _Tee(sys.stdout, self._file)
         try:
-            self.sinks.sinks.append(JsonlSink(self.out / "metrics.jsonl", append=self.resume))
+            self.sinks.sinks.append(JsonlSink(self.dir / "metrics.jsonl", append=self.resume))
             if self.tensorboard:
-                self.sinks.sinks.append(TensorBoardSink(self.out / "tensorboard"))
+                self.sinks.sinks.append(TensorBoardSink(self.dir / "tensorboard"))
         except BaseException:
             self._restore()
             raise
@@ -96,11 +104,22 @@ class RunLog:
             if kind is None and self.curves:
                 from qkv.viz.curves import plot_run  # matplotlib: imported only when drawing
 
-                path = plot_run(self.out)
+                path = plot_run(self.dir)
                 if path is not None:
-                    print(f"curves: {path}")
+                    print(f"curves: {self.out / path.name}")
         finally:
             self._restore()
+            if self.staged:
+                self._move_in()
+
+    def _move_in(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        for path in self.dir.iterdir():
+            target = self.out / path.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            shutil.move(str(path), str(target))
+        self.dir.rmdir()
 
     def _restore(self) -> None:
         sys.stdout = self._stdout
@@ -122,6 +141,6 @@ class RunLog:
 
         return on_epoch
 
-    def steps(self, every: int = 50) -> StepWindow:
+    def steps(self, every: int = 20) -> StepWindow:
         """An ``on_step`` for :func:`qkv.train.fit.fit`: a ``log`` event (mean loss) every ``every`` steps."""
         return StepWindow(self, every)

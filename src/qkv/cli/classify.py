@@ -14,6 +14,8 @@ import torch
 
 from qkv.cli import CliError
 from qkv.cli._common import add_set_option, parse_overrides
+from qkv.cli._progress import add_progress_option, progress_factory
+from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.data.sst2 import find_sst2, read_sst2
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
@@ -51,6 +53,12 @@ def _tokenizer(args, train_sentences: list[str]) -> SubwordTokenizer:
 
 
 def cmd_pretrain(args) -> int:
+    # OUT/train.log, OUT/metrics.jsonl, curves.png (moved into the model folder at the end)
+    with RunLog(args.out, tensorboard=args.tensorboard, staged=True) as runlog:
+        return _pretrain(args, runlog)
+
+
+def _pretrain(args, runlog: RunLog) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     train, _ = _load_data(args)
@@ -63,7 +71,11 @@ def cmd_pretrain(args) -> int:
         model,
         ids,
         config,
-        on_epoch=lambda r: print(f"epoch {r['epoch']}: mlm loss {r['loss']:.3f}  masked acc {r['accuracy']:.3f}"),
+        on_epoch=runlog.epochs(
+            lambda r: print(f"epoch {r['epoch']}: mlm loss {r['loss']:.3f}  masked acc {r['accuracy']:.3f}")
+        ),
+        on_step=runlog.steps(),
+        progress=progress_factory(args),
     )
     metrics = {"mlm_loss": history[-1]["loss"], "masked_acc": history[-1]["accuracy"]}
     seconds = time.perf_counter() - start
@@ -73,6 +85,12 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
+    # OUT/train.log, OUT/metrics.jsonl, curves.png (moved into the model folder at the end)
+    with RunLog(args.out, tensorboard=args.tensorboard, staged=True) as runlog:
+        return _train(args, runlog)
+
+
+def _train(args, runlog: RunLog) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     train, dev = _load_data(args)
@@ -116,7 +134,9 @@ def cmd_train(args) -> int:
             f"dev acc {100 * r['dev_acc']:.3f} %"
         )
 
-    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report)
+    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels),
+                                    on_epoch=runlog.epochs(report), on_step=runlog.steps(),
+                                    progress=progress_factory(args))  # fmt: skip
     seconds = time.perf_counter() - start
     init = str(args.init) if args.init else None
     metrics = {"dev_acc": history[-1]["dev_acc"]}
@@ -162,6 +182,8 @@ def _common(p, epochs: int, lr: float, batch_size: int) -> None:
     p.add_argument("--vocab-size", type=int, default=16000)
     p.add_argument("--tokenizer", default="word", choices=["word", "bpe", "unigram"])
     p.add_argument("--seed", type=int, default=0)
+    add_progress_option(p)
+    add_tensorboard_option(p)
 
 
 def register(sub) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from qkv.cli._common import resolve_device
+from qkv.cli._progress import add_progress_option, progress_factory
 
 EXAMPLES = """\
 examples:
@@ -37,6 +38,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         from qkv.tasks.translation import Translator
 
         translator = Translator.load(args.model, device=resolve_device(args.device))
-        hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha)
+        hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha,
+                                          progress=progress_factory(args))  # fmt: skip
     else:
         hypotheses = read_lines(args.hyp)
     if args.output:

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from qkv.cli._common import resolve_device
+from qkv.cli._progress import add_progress_option, progress_factory
 
 EXAMPLES = """\
 examples:
@@ -31,6 +32,7 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.6, help="length penalty α (default 0.6)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -47,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         source = read_lines(args.file)
     else:
         source = (line.rstrip("\n") for line in sys.stdin)
-    for line in translator.translate_stream(source, args.beam, args.alpha, args.batch_size):
+    # a bar (on a terminal's stderr) for a file or piped input, not for a few sentences or typed lines
+    progress = progress_factory(args) if args.file or not (args.sentences or sys.stdin.isatty()) else None
+    for line in translator.translate_stream(source, args.beam, args.alpha, args.batch_size, progress):
         print(line, flush=not args.file)
     return 0

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
+from qkv.cli._progress import add_progress_option, progress_factory
+from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.tasks.image_classification import accuracy, train_image_classifier
@@ -31,6 +33,12 @@ def load_images(data: str | None):
 
 
 def cmd_train(args) -> int:
+    # OUT/train.log, OUT/metrics.jsonl, curves.png (moved into the model folder at the end)
+    with RunLog(args.out, tensorboard=args.tensorboard, staged=True) as runlog:
+        return _train(args, runlog)
+
+
+def _train(args, runlog: RunLog) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     splits = load_images(args.data)
@@ -66,13 +74,16 @@ def cmd_train(args) -> int:
         train_cfg,
         dev=(splits.test_x, splits.test_y.tolist()),
         augment=lambda x: random_shift(x, shift, generator),
-        on_epoch=report,
+        on_epoch=runlog.epochs(report),
+        on_step=runlog.steps(),
+        progress=progress_factory(args),
     )
     seconds = time.perf_counter() - start
     acc = accuracy(model, splits.test_x, splits.test_y.tolist())
     data_dir = str(args.data) if args.data else None
     extra = dict(data=splits.name, data_dir=data_dir, seconds=seconds)
     save_classifier_checkpoint(args.out, model, train_cfg, history, metrics={"test_acc": acc}, **extra)
+    runlog({"event": "test", "step": history[-1]["step"], "accuracy": acc})
     print(f"test accuracy {acc:.4f} after {seconds:.0f}s; saved to {args.out}")
     return 0
 
@@ -125,6 +136,8 @@ def register(sub) -> None:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--shift", type=int, help="random-shift augmentation in pixels (0 = off)")
     t.add_argument("--seed", type=int, default=0)
+    add_progress_option(t)
+    add_tensorboard_option(t)
     t.set_defaults(func=cmd_train)
 
     a = cmds.add_parser("attention", help="draw the [CLS] attention rollout over a test image (PNG)")

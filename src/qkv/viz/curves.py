@@ -22,7 +22,7 @@ LOSS_LINES = [("log", "loss", "train loss", "-"), ("epoch", "loss", "train loss 
 #: the same for the score panel
 SCORE_LINES = [("valid", "bleu", "valid BLEU", "s-"), ("epoch", "dev_acc", "dev accuracy", "o-"),
                ("epoch", "train_acc", "train accuracy", "o--"), ("epoch", "accuracy", "masked-token accuracy", "o-"),
-               ("test", "bleu", "test BLEU", "*")]  # fmt: skip
+               ("test", "bleu", "test BLEU", "*"), ("test", "accuracy", "test accuracy", "*")]  # fmt: skip
 
 
 def series(events: Sequence[Event], kind: str, name: str) -> tuple[list[int], list[float]]:
