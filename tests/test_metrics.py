@@ -196,3 +196,13 @@ def test_json_lines_are_plain_json(tmp_path):
     sink.close()
     line = (tmp_path / "m.jsonl").read_text().strip()
     assert json.loads(line)["loss"] is None and json.loads(line)["values"] == [1, 2.5] and "NaN" not in line
+
+
+def test_vit_train_records_epochs_and_test_accuracy(tmp_path):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "vit"
+    assert main(["vit", "train", "--out", str(out), "--epochs", "1", "--preset", "digits", "--no-progress"]) == 0
+    events = read_metrics(out)
+    assert [e["event"] for e in events if e["event"] != "log"] == ["epoch", "test"]
+    assert 0 <= events[-1]["accuracy"] <= 1 and "dev_acc" in events[-2]
+    assert "test accuracy" in (out / "train.log").read_text() and (out / "config.json").is_file()

@@ -60,6 +60,12 @@ class BudgetBar(tqdm):
                 self.total = math.ceil(min(by_time, self._step_total or math.inf))
         return super().update(n)
 
+    def close(self) -> None:
+        if self._budget is not None and not self.disable and time.monotonic() - self._t0 >= self._budget:
+            self.total = self.n  # stopped by the time limit: the run is complete
+            self.refresh()
+        super().close()
+
 
 def train_progress(args, minutes: float | None) -> Callable[..., Any] | None:
     """The factory for :func:`qkv.train.train`'s bar (a :class:`BudgetBar`), or ``None`` when not shown."""

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from tqdm.contrib.logging import logging_redirect_tqdm
+
 from qkv.train.metrics import Event, JsonlSink, MetricSinks, StepWindow, TensorBoardSink
 
 LOG_FORMAT = "%(asctime)s %(message)s"
@@ -87,6 +89,8 @@ class RunLog:
         self._logger.addHandler(self._handler)
         self._stdout = sys.stdout
         sys.stdout = _Tee(sys.stdout, self._file)
+        self._redirect = logging_redirect_tqdm()  # log lines on the console go above a progress bar, not through it
+        self._redirect.__enter__()
         try:
             self.sinks.sinks.append(JsonlSink(self.dir / "metrics.jsonl", append=self.resume))
             if self.tensorboard:
@@ -122,6 +126,7 @@ class RunLog:
         self.dir.rmdir()
 
     def _restore(self) -> None:
+        self._redirect.__exit__(None, None, None)
         sys.stdout = self._stdout
         self._logger.removeHandler(self._handler)
         self._logger.setLevel(self._level)

@@ -72,8 +72,8 @@ def _demo(args: argparse.Namespace, runlog: RunLog) -> int:
     print(
         f"qkv demo: {len(data.train):,} training pairs in {corpus}/ (e.g. {data.text['train'].src[0]!r} -> "
         f"{data.text['train'].tgt[0]!r}); a {model.num_parameters():,}-parameter Transformer on {device}, "
-        f"{args.minutes:g} minutes of training (then the test set with beam {args.beam} and the attention "
-        "pictures, outside the budget)"
+        f"{args.minutes:g} minutes of training (then a last validation, the test set with beam {args.beam} and "
+        "the attention pictures, outside the budget)"
     )
     config = TrainConfig(
         max_tokens=2048,

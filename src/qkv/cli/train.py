@@ -153,11 +153,12 @@ def _train(args, config, device, tokenizers, out: Path, is_main: bool, runlog: R
 def budget_notice(args, n_test: int) -> str:
     """What ``--max-minutes`` covers, said before training starts (the test evaluation comes on top)."""
     until = time.strftime("%H:%M", time.localtime(time.time() + args.max_minutes * 60))
-    after = ["a last validation", "checkpoint averaging"]
+    after = ["a last validation"] + ["checkpoint averaging"] * (args.average_last > 1)
     if not args.no_test:
         after.append(f"the test set ({n_test} sentences, beam {args.test_beam}, best/ and averaged/)")
-    return (f"--max-minutes {args.max_minutes:g}: training stops at about {until}; then {', '.join(after)} "
-            "follow, outside the budget" + ("" if args.no_test else " (--no-test skips the test)"))  # fmt: skip
+    steps = ", ".join(after[:-1]) + " and " + after[-1] if len(after) > 1 else after[0]
+    return (f"--max-minutes {args.max_minutes:g}: training stops at about {until}; then {steps} follow, outside "
+            "the budget" + ("" if args.no_test else " (--no-test skips the test)"))  # fmt: skip
 
 
 def evaluate_checkpoints(paths, test, beam: int, device, *, progress=None, record=None, step=0) -> dict[str, dict]:
