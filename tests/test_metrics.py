@@ -54,6 +54,8 @@ def test_read_metrics_errors_name_the_line(tmp_path):
     path.write_text('{"event": "log"}\n{oops\n')
     with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a JSON object"):
         read_metrics(path)
+    path.write_text('{"event": "log"}\n{"event": "va')  # being written
+    assert read_metrics(path) == [{"event": "log"}]
     with pytest.raises(FileNotFoundError, match="no metrics log"):
         read_metrics(tmp_path / "nowhere")
 
@@ -149,6 +151,14 @@ def test_train_writes_metrics_log_tensorboard_and_appends_on_resume(tmp_path, ca
     assert [e["step"] for e in read_metrics(out) if e["event"] == "log"] == [2, 4, 6]
     resumed_log = (out / "train.log").read_text()
     assert resumed_log.startswith(log) and "from step 4" in resumed_log
+
+
+def test_a_failed_run_logs_its_error(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(tmp_path / "nowhere"), "--src", "de", "--tgt", "en", "--out", str(out), *TINY]
+    assert main(argv) == 2
+    assert "nowhere" in capsys.readouterr().err and "nowhere" in (out / "train.log").read_text().splitlines()[-1]
+    assert not (out / "curves.png").exists()
 
 
 def test_max_minutes_says_what_follows_the_budget(tmp_path):

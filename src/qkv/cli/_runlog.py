@@ -105,6 +105,8 @@ class RunLog:
             return
         try:
             self.sinks.close()
+            if kind is not None:  # main() prints the one-line error after this block: keep it in the log too
+                self._file.write(f"error: {value or kind.__name__}\n")
             if kind is None and self.curves:
                 from qkv.viz.curves import plot_run  # matplotlib: imported only when drawing
 

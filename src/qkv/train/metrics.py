@@ -45,7 +45,8 @@ def _plain(value: Any) -> Any:
 
 
 def read_metrics(path: str | Path) -> list[Event]:
-    """The events of a ``metrics.jsonl`` file (or of the one in a run folder), in order.
+    """The events of a ``metrics.jsonl`` file (or of the one in a run folder), in order; it may be read while
+    a run writes it (an unfinished last line is left out).
 
     Raises:
         FileNotFoundError: no such file.
@@ -56,8 +57,10 @@ def read_metrics(path: str | Path) -> list[Event]:
         path = path / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no metrics log at {path} (written by qkv train / classify / vit / demo)")
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")[:-1]  # a last line without its newline is still being written: left out
     events = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
