@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
@@ -72,6 +73,7 @@ class RunLog:
         self.enabled, self.curves, self.staged = enabled, curves, staged
         self.dir = self.out.parent / f".{self.out.name}.log-tmp" if staged else self.out
         self.sinks = MetricSinks()
+        self.last_step_at: float | None = None  # time.time() of the last optimizer step seen (a "step" event)
 
     def __enter__(self) -> RunLog:
         if not self.enabled:
@@ -136,6 +138,8 @@ class RunLog:
 
     def __call__(self, event: Event) -> None:
         """Record one event (the ``callback`` of :func:`qkv.train.train`)."""
+        if event.get("event") == "step":
+            self.last_step_at = time.time()
         if self.enabled:
             self.sinks(event)
 

@@ -89,6 +89,7 @@ def _demo(args: argparse.Namespace, runlog: RunLog) -> int:
     valid_src = [s for s, _ in data.valid]
     bleu_fn = greedy_bleu(valid_src, data.text["val"].tgt, data.tokenizers.tgt.decode,
                           progress=progress_factory(args, leave=False))  # fmt: skip
+    t_train = time.time()
     result = train(
         model, data.train, data.valid, config,
         out_dir=out, tokenizers=data.tokenizers, bleu_fn=bleu_fn, device=device,
@@ -121,6 +122,7 @@ def _demo(args: argparse.Namespace, runlog: RunLog) -> int:
     alignment = next(p for p in written if p.name.startswith("alignment"))
     print(f"cross-attention of {EXAMPLES[0]!r} -> {view.translation!r}: {alignment}")
     print(f"every layer and head: {pictures}/ (PNG) and {pictures / 'attention.html'} (interactive)")
-    print(f"model: {checkpoint}; total time {(time.time() - t0) / 60:.1f} min (training "
-          f"{result.elapsed_seconds / 60:.1f}, test and pictures {(time.time() - t_test) / 60:.1f})")  # fmt: skip
+    stepped, end = runlog.last_step_at or t_test, time.time()
+    print(f"model: {checkpoint}; total time {(end - t0) / 60:.1f} min (training {(stepped - t_train) / 60:.1f}, "
+          f"last validation {(t_test - stepped) / 60:.1f}, test and pictures {(end - t_test) / 60:.1f})")
     return 0

@@ -142,11 +142,11 @@ def _train(args, config, device, tokenizers, out: Path, is_main: bool, runlog: R
             step=result.steps,
         )  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    end = time.time()
-    print(f"done in {(end - t0) / 60:.1f} min (data and model {(t_train - t0) / 60:.1f}, training and validation "
-          f"{(t_average - t_train) / 60:.1f}, averaging {(t_test - t_average) / 60:.1f}, test {(end - t_test) / 60:.1f}"
-          f"); checkpoints in {out}/ (best/, last/{', averaged/' if averaged else ''}); results in "
-          f"{out / 'results.json'}")  # fmt: skip
+    end, stepped = time.time(), runlog.last_step_at or t_average
+    print(f"done in {(end - t0) / 60:.1f} min (data and model {(t_train - t0) / 60:.1f}, training "
+          f"{(stepped - t_train) / 60:.1f}, last validation {(t_average - stepped) / 60:.1f}, averaging "
+          f"{(t_test - t_average) / 60:.1f}, test {(end - t_test) / 60:.1f}); checkpoints in {out}/ (best/, last/"
+          f"{', averaged/' if averaged else ''}); results in {out / 'results.json'}")  # fmt: skip
     return 0
 
 
