@@ -18,7 +18,7 @@ from qkv.cli.parser import Parser
 COMMANDS = [
     "demo", "train", "translate", "evaluate",
     "attention", "explain", "positions", "serve",
-    "classify", "vit", "export",
+    "classify", "vit", "export", "plot",
 ]
 
 

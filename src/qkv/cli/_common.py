@@ -85,7 +85,9 @@ TRAIN_OPTIONS = ConfigOptions(
         "max_tokens": "padded tokens per batch (source or target, whichever is longer; the global batch under DDP)",
         "max_steps": "stop after this many optimizer steps (counting a resumed run's)",
         "max_epochs": f"stop after this many epochs (default: {DEFAULT_EPOCHS} when no --max-steps / --max-minutes)",
-        "max_time_minutes": "stop after this much wall time, in minutes (of this call)",
+        "max_time_minutes": "stop training after this much wall time, in minutes (of this call); the last "
+                            "validation and the final test evaluation come after it (announced at the start, "
+                            "timed at the end)",
         "lr_schedule": "noam = Eq. 3 (the paper); inverse_sqrt / constant (options) warm up to --lr",
         "warmup_steps": "warm-up steps (4000 in the paper)",
         "weight_decay": "weight decay (0 in the paper)",

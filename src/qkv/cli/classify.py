@@ -14,6 +14,8 @@ import torch
 
 from qkv.cli import CliError
 from qkv.cli._common import add_set_option, parse_overrides, resolve_device, stdin_lines
+from qkv.cli._progress import add_progress_option, progress_factory
+from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.cli.options import (
     ConfigOptions,
     add_device_options,
@@ -90,11 +92,12 @@ def _claim(args):
 
 
 def cmd_pretrain(args) -> int:
-    with _claim(args):
-        return _pretrain(args)
+    # OUT/train.log, OUT/metrics.jsonl, curves.png (moved into the model folder at the end)
+    with _claim(args), RunLog(args.out, tensorboard=args.tensorboard, staged=True) as runlog:
+        return _pretrain(args, runlog)
 
 
-def _pretrain(args) -> int:
+def _pretrain(args, runlog: RunLog) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     train, _ = _load_data(args)
@@ -107,7 +110,11 @@ def _pretrain(args) -> int:
         model,
         ids,
         config,
-        on_epoch=lambda r: print(f"epoch {r['epoch']}: mlm loss {r['loss']:.3f}  masked acc {r['accuracy']:.3f}"),
+        on_epoch=runlog.epochs(
+            lambda r: print(f"epoch {r['epoch']}: mlm loss {r['loss']:.3f}  masked acc {r['accuracy']:.3f}")
+        ),
+        on_step=runlog.steps(),
+        progress=progress_factory(args),
     )
     metrics = {"mlm_loss": history[-1]["loss"], "masked_acc": history[-1]["accuracy"]}
     seconds = time.perf_counter() - start
@@ -118,11 +125,12 @@ def _pretrain(args) -> int:
 
 
 def cmd_train(args) -> int:
-    with _claim(args):
-        return _train(args)
+    # OUT/train.log, OUT/metrics.jsonl, curves.png (moved into the model folder at the end)
+    with _claim(args), RunLog(args.out, tensorboard=args.tensorboard, staged=True) as runlog:
+        return _train(args, runlog)
 
 
-def _train(args) -> int:
+def _train(args, runlog: RunLog) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     train, dev = _load_data(args)
@@ -160,8 +168,9 @@ def _train(args) -> int:
             f"dev acc {100 * r['dev_acc']:.3f} %"
         )
 
-    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels), on_epoch=report,
-                                    keep_best=True)  # fmt: skip
+    history = train_text_classifier(model, train_ids, train.labels, config, dev=(dev_ids, dev.labels),
+                                    on_epoch=runlog.epochs(report), on_step=runlog.steps(),
+                                    progress=progress_factory(args), keep_best=True)  # fmt: skip
     seconds = time.perf_counter() - start
     init = str(args.init) if args.init else None
     best = history[best_epoch(history, "dev_acc") - 1]  # the model holds this epoch's weights
@@ -239,6 +248,8 @@ def _common(p, command: str, options: ConfigOptions) -> None:
     p.add_argument("--vocab-size", type=positive_int, default=16000, help="vocabulary size of the tokenizer")
     p.add_argument("--tokenizer", default="word", choices=["word", "bpe", "unigram"], help="tokenizer model")
     add_device_options(p)
+    add_progress_option(p)
+    add_tensorboard_option(p)
 
 
 def register(sub) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from qkv.cli._common import resolve_device
+from qkv.cli._progress import add_progress_option, progress_factory
 from qkv.cli.options import add_device_options, finite_float, positive_int
 
 EXAMPLES = """\
@@ -37,6 +38,7 @@ def register(sub) -> None:
     add_device_options(p)
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -64,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         from qkv.cli._models import open_model
 
         translator = open_model(args.model, resolve_device(args.device), "translation")
-        hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha)
+        hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha,
+                                          progress=progress_factory(args))  # fmt: skip
     else:
         hypotheses = read_lines(args.hyp)
     if args.output:

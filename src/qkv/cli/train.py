@@ -18,6 +18,8 @@ from qkv.cli._common import (
     setup_logging,
     train_config_from_args,
 )
+from qkv.cli._progress import progress_factory, train_progress
+from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.cli.options import add_device_options, positive_int
 from qkv.cli.parser import ConfigFile, add_config_option, command_words, model_overrides, recorded_options
 
@@ -101,6 +103,7 @@ def register(sub) -> None:
     o.add_argument("--test-beam", type=positive_int, default=5, help="beam size for the final test evaluation")
     o.add_argument("--no-test", action="store_true", help="skip the final test evaluation")
     add_device_options(o)
+    add_tensorboard_option(o)
     p.set_defaults(func=run)
 
 
@@ -151,6 +154,20 @@ def _resumed(args, data, last: Path):
 
 def _run(args: argparse.Namespace, is_main: bool) -> int:
     from qkv.data.tokenizer import TokenizerPair
+
+    out = Path(args.out)
+    device = resolve_device(args.device) if "LOCAL_RANK" not in os.environ else None
+    last = out / "last"
+    tokenizers = TokenizerPair.load(last) if args.resume and last.is_dir() else None
+    if args.resume and tokenizers is None:
+        raise ValueError(f"--resume: no checkpoint at {last} (train without --resume first)")
+    # OUT/train.log (what is printed and logged), OUT/metrics.jsonl, TensorBoard; appended to on --resume
+    with RunLog(out, resume=args.resume, tensorboard=args.tensorboard, enabled=is_main) as runlog:
+        return _train(args, device, tokenizers, out, is_main, runlog)
+
+
+def _train(args, device, tokenizers, out: Path, is_main: bool, runlog: RunLog) -> int:
+    """Data, model (new, or the resumed run's), training, averaging and the test: the run itself."""
     from qkv.tasks.translation import (
         build_translation_model,
         check_lengths,
@@ -161,13 +178,7 @@ def _run(args: argparse.Namespace, is_main: bool) -> int:
     from qkv.train import train
     from qkv.train.rng import seed_everything
 
-    out = Path(args.out)
-    device = resolve_device(args.device) if "LOCAL_RANK" not in os.environ else None
     last = out / "last"
-    tokenizers = TokenizerPair.load(last) if args.resume and last.is_dir() else None
-    if args.resume and tokenizers is None:
-        raise ValueError(f"--resume: no checkpoint at {last} (train without --resume first)")
-
     t0 = time.time()
     data = prepare_data(
         args.data, args.src, args.tgt,
@@ -192,25 +203,36 @@ def _run(args: argparse.Namespace, is_main: bool) -> int:
 
     bleu_fn = None
     if not args.no_bleu:
-        bleu_fn = greedy_bleu([s for s, _ in data.valid], data.text["val"].tgt, data.tokenizers.tgt.decode)
+        bleu_fn = greedy_bleu([s for s, _ in data.valid], data.text["val"].tgt, data.tokenizers.tgt.decode,
+                              progress=progress_factory(args, leave=False))  # fmt: skip
+    if is_main and args.max_minutes:
+        log.info("%s", budget_notice(args, len(data.text["test"].src)))
     if is_main and not args.resume:
         _write_run_record(out, args)  # once the data and model are known good: a failed start leaves no run
+    t_train = time.time()
     result = train(
         model, data.train, data.valid, config,
         out_dir=out, tokenizers=data.tokenizers, bleu_fn=bleu_fn, resume=args.resume, device=device,
-    )
+        callback=runlog, progress=train_progress(args, args.max_minutes),
+    )  # fmt: skip
     if not is_main:
         return 0
+    t_average = time.time()
     averaged = write_averaged_checkpoint(out, args.average_last) if args.average_last > 1 else None
     results = {"train": {k: str(v) if isinstance(v, Path) else v for k, v in vars(result).items()}}
+    t_test = time.time()
     if not args.no_test:
         results["test"] = evaluate_checkpoints(
             [c for c in (result.best_checkpoint, averaged) if c is not None],
-            data.text["test"], args.test_beam, device or "cpu",
-        )
+            data.text["test"], args.test_beam, device or "cpu", progress=progress_factory(args), record=runlog,
+            step=result.steps,
+        )  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
-    print(f"done in {(time.time() - t0) / 60:.1f} min; checkpoints in {out}/ (best/, last/"
-          f"{', averaged/' if averaged else ''}); results in {out / 'results.json'}")
+    end, stepped = time.time(), runlog.last_step_at or t_average
+    print(f"done in {(end - t0) / 60:.1f} min (data and model {(t_train - t0) / 60:.1f}, training "
+          f"{(stepped - t_train) / 60:.1f}, last validation {(t_average - stepped) / 60:.1f}, averaging "
+          f"{(t_test - t_average) / 60:.1f}, test {(end - t_test) / 60:.1f}); checkpoints in {out}/ (best/, last/"
+          f"{', averaged/' if averaged else ''}); results in {out / 'results.json'}")  # fmt: skip
     return 0
 
 
@@ -222,8 +244,20 @@ def _write_run_record(out: Path, args: argparse.Namespace) -> None:
     (out / "options.json").write_text(json.dumps(options, indent=2, default=str) + "\n")
 
 
-def evaluate_checkpoints(paths, test, beam: int, device) -> dict[str, dict]:
-    """Translate the test set with each checkpoint and score it (printed and returned)."""
+def budget_notice(args, n_test: int) -> str:
+    """What ``--max-minutes`` covers, said before training starts (the test evaluation comes on top)."""
+    until = time.strftime("%H:%M", time.localtime(time.time() + args.max_minutes * 60))
+    after = ["a last validation"] + ["checkpoint averaging"] * (args.average_last > 1)
+    if not args.no_test:
+        after.append(f"the test set ({n_test} sentences, beam {args.test_beam}, best/ and averaged/)")
+    steps = ", ".join(after[:-1]) + " and " + after[-1] if len(after) > 1 else after[0]
+    return (f"--max-minutes {args.max_minutes:g}: training stops at about {until}; then {steps} follow, outside "
+            "the budget" + ("" if args.no_test else " (--no-test skips the test)"))  # fmt: skip
+
+
+def evaluate_checkpoints(paths, test, beam: int, device, *, progress=None, record=None, step=0) -> dict[str, dict]:
+    """Translate the test set with each checkpoint and score it (printed, passed to ``record`` as ``test``
+    events, and returned)."""
     from qkv.scoring import score
     from qkv.tasks.translation import Translator
 
@@ -231,8 +265,11 @@ def evaluate_checkpoints(paths, test, beam: int, device) -> dict[str, dict]:
     for path in paths:
         t0 = time.time()
         translator = Translator.load(path, device=device)
-        hyps = translator.translate(test.src, beam_size=beam)
+        hyps = translator.translate(test.src, beam_size=beam, progress=progress)
         scores = score(hyps, test.tgt)
-        out[Path(path).name] = {**scores.as_dict(), "beam": beam, "seconds": round(time.time() - t0, 1)}
-        print(f"test ({Path(path).name}, beam {beam}): {scores.format()}")
+        name = Path(path).name
+        out[name] = {**scores.as_dict(), "beam": beam, "seconds": round(time.time() - t0, 1)}
+        print(f"test ({name}, beam {beam}): {scores.format()}")
+        if record is not None:
+            record({"event": "test", "step": step, "checkpoint": name, **out[name]})
     return out

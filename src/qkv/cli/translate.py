@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 
 from qkv.cli._common import stdin_lines
+from qkv.cli._progress import add_progress_option, progress_factory
 from qkv.cli.options import add_device_options, finite_float, non_negative_int, positive_int
 
 EXAMPLES = """\
@@ -39,6 +41,7 @@ def register(sub) -> None:
     p.add_argument("--max-len-b", type=non_negative_int, default=50,
                    help="outputs stop at source length + this many tokens (§6.1: 50)")
     add_device_options(p)
+    add_progress_option(p)
     p.set_defaults(func=run)
 
 
@@ -61,7 +64,9 @@ def run(args: argparse.Namespace) -> int:
         source, name = stdin_lines(), "<stdin>"
     if args.nbest is not None:
         return print_nbest(translator, source, args)
-    for line in translator.translate_stream(source, args.beam, args.alpha, args.batch_size, name=name):
+    # a bar (on a terminal's stderr) for a file or piped input, not for a few sentences or typed lines
+    progress = progress_factory(args) if args.file or not (args.sentences or sys.stdin.isatty()) else None
+    for line in translator.translate_stream(source, args.beam, args.alpha, args.batch_size, progress, name=name):
         print(line, flush=not args.file)
     return 0
 

@@ -14,6 +14,8 @@ import torch
 
 from qkv.cli import CliError
 from qkv.cli._common import resolve_device
+from qkv.cli._progress import add_progress_option, progress_factory
+from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.cli.options import (
     ConfigOptions,
     add_device_options,
@@ -76,11 +78,13 @@ def load_images(data: str | None):
 
 
 def cmd_train(args) -> int:
-    with claim_run_folder(args.out, resume=False, overwrite=args.overwrite, can_resume=False):
-        return _train(args)
+    # OUT/train.log, OUT/metrics.jsonl, curves.png (moved into the model folder at the end)
+    with claim_run_folder(args.out, resume=False, overwrite=args.overwrite, can_resume=False), \
+            RunLog(args.out, tensorboard=args.tensorboard, staged=True) as runlog:
+        return _train(args, runlog)
 
 
-def _train(args) -> int:
+def _train(args, runlog: RunLog) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     splits = load_images(args.data)
@@ -111,7 +115,9 @@ def _train(args) -> int:
         train_cfg,
         dev=(splits.test_x, splits.test_y.tolist()),
         augment=lambda x: random_shift(x, shift, generator),
-        on_epoch=report,
+        on_epoch=runlog.epochs(report),
+        on_step=runlog.steps(),
+        progress=progress_factory(args),
         keep_best=True,  # the model ends with the weights of its best epoch
     )
     seconds = time.perf_counter() - start
@@ -121,6 +127,7 @@ def _train(args) -> int:
     extra = dict(data=splits.name, data_dir=data_dir, seconds=seconds, best_epoch=best)
     save_classifier_checkpoint(args.out, model, train_cfg, history, metrics={"test_acc": acc}, **extra,
                                **run_record(args))
+    runlog({"event": "test", "step": history[-1]["step"], "accuracy": acc})
     print(f"test accuracy {acc:.4f} (best epoch {best} of {len(history)}) after {seconds:.0f}s; "
           f"saved that epoch's model to {args.out}")
     return 0
@@ -195,6 +202,8 @@ def register(sub) -> None:
     shift = f"random-shift augmentation in pixels, 0 = off {_by_data('shift')}"
     t.add_argument("--shift", type=non_negative_int, help=shift)
     add_device_options(t)
+    add_progress_option(t)
+    add_tensorboard_option(t)
     t.set_defaults(func=cmd_train)
 
     a = cmds.add_parser(

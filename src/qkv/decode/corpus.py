@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 
@@ -15,7 +15,8 @@ R = TypeVar("R")
 
 
 def _by_length(
-    model: nn.Module, sources: Sequence[Sequence[int]], batch_size: int, search: Callable[[Tensor], list[R]]
+    model: nn.Module, sources: Sequence[Sequence[int]], batch_size: int, search: Callable[[Tensor], list[R]],
+    on_batch: Callable[[int], Any] | None = None,
 ) -> list[R]:
     """``search`` over batches of similar length (little padding); the results come back in input order."""
     device = next(model.parameters()).device
@@ -26,6 +27,8 @@ def _by_length(
         src = collate([(sources[i], []) for i in chunk]).src.to(device)  # (B, S)
         for i, result in zip(chunk, search(src)):
             out[i] = result
+        if on_batch is not None:
+            on_batch(len(chunk))
     return out
 
 
@@ -37,12 +40,14 @@ def decode_corpus(
     alpha: float = 0.6,
     max_len_b: int = 50,
     batch_size: int = 64,
+    on_batch: Callable[[int], Any] | None = None,
 ) -> list[list[int]]:
     """Decode many sentences: sorted by length into batches of ``batch_size`` (little padding), greedy for
     ``beam_size == 1`` else beam search; the results come back in input order.
 
     Args:
         sources: source token ids per sentence, without EOS (appended here, as in training).
+        on_batch: called with the number of sentences of each decoded batch (e.g. a progress bar's ``update``).
     """
 
     def search(src: Tensor) -> list[list[int]]:
@@ -50,7 +55,7 @@ def decode_corpus(
             return greedy_search(model, src, max_len_b=max_len_b)
         return beam_search(model, src, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
 
-    return _by_length(model, sources, batch_size, search)
+    return _by_length(model, sources, batch_size, search, on_batch)
 
 
 def decode_corpus_nbest(
@@ -70,3 +75,17 @@ def decode_corpus_nbest(
         return beam_search_nbest(model, src, nbest=nbest, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
 
     return _by_length(model, sources, batch_size, search)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def open_progress(progress: Callable[..., Any] | None, **kwargs: Any) -> Any:
+    """``progress(**kwargs)`` (a ``tqdm``-like factory: an object with ``update(n)`` and ``close()``), or an
+    object that does nothing when ``progress`` is ``None``: library code never draws a bar of its own."""
+    return progress(**kwargs) if progress is not None else _NoBar()

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints, is_number
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
+from qkv.decode.corpus import open_progress
 from qkv.train.checkpoint import save_checkpoint
 
 #: ``step(model, batch) -> (loss, correct, count)``: the mean loss of the batch over its ``count`` items (0: skip
@@ -144,6 +145,7 @@ def fit(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     keep_best: str | None = None,
+    progress: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` for ``config.epochs`` epochs; returns one record per epoch.
 
@@ -160,6 +162,7 @@ def fit(
         on_step: called with ``(step, loss)`` after every optimizer step.
         keep_best: a metric of ``evaluate`` (e.g. ``"dev_acc"``): the model ends with the weights of the epoch
             where it was highest (the earliest on ties; :func:`best_epoch` names it), not those of the last.
+        progress: a ``tqdm``-like factory for a bar over the ``total_steps`` (``None``: no bar).
 
     Returns:
         ``[{"epoch", "step", "loss", accuracy_name, **evaluate(model)}, …]``.
@@ -168,6 +171,7 @@ def fit(
     optimizer, scheduler = make_optimizer(model, config.lr, config.weight_decay, total_steps, config.warmup)
     history, n_steps = [], 0
     best: dict[str, Tensor] | None = None
+    bar = open_progress(progress, total=total_steps, desc="train", unit="step")
     for epoch in range(1, config.epochs + 1):
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -182,6 +186,7 @@ def fit(
             seen += count
             if on_step is not None:
                 on_step(n_steps, loss.item())
+            bar.update(1)
         record = {"epoch": epoch, "step": n_steps, "loss": loss_sum / max(seen, 1)}
         record[accuracy_name] = correct / max(seen, 1)
         if evaluate is not None:
@@ -193,6 +198,7 @@ def fit(
             on_epoch(record)
     if best is not None:
         model.load_state_dict(best)
+    bar.close()
     return history
 
 

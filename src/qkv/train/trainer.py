@@ -65,8 +65,9 @@ class _Trainer:
     """The state of one :func:`train` call (see there)."""
 
     def __init__(self, model, train_data, valid_data, config: TrainConfig, *, env: DistEnv, device, out_dir,
-                 tokenizers, bleu_fn, resume, callback) -> None:  # fmt: skip
+                 tokenizers, bleu_fn, resume, callback, progress=None) -> None:  # fmt: skip
         self.config, self.env, self.device, self.out_dir = config, env, device, out_dir
+        self.progress = progress or tqdm  # a tqdm-like factory (the CLI's knows the time budget)
         self.train_data, self.valid_data = train_data, valid_data
         self.tokenizers, self.bleu_fn, self.callback = tokenizers, bleu_fn, callback
         model_config = getattr(model, "config", None)
@@ -245,7 +246,8 @@ class _Trainer:
         self._validated_at = self._saved_at = self._periodic_at = -1
         start = time.monotonic()
         show = c.progress and env.is_main and sys.stderr.isatty()
-        bar = tqdm(total=self.total_steps(), initial=self.step, unit="step", disable=not show, dynamic_ncols=True)
+        bar = self.progress(total=self.total_steps(), initial=self.step, unit="step", disable=not show,
+                            dynamic_ncols=True)  # fmt: skip
         window = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss, nll, tokens since last log
         window_start, train_loss = time.monotonic(), None
         self.parallel.train()
@@ -309,8 +311,8 @@ class _Trainer:
         if full and self.env.is_main:
             logger.info("train | step %d | epoch %d | loss %.4f | nll %.4f | ppl %.2f | lr %.3e | %.0f tok/s",
                         self.step, self.sampler.epoch + 1, loss, nll, perplexity(nll), lr, tok_per_s)  # fmt: skip
-            self.emit({"event": "log", "step": self.step, "loss": loss, "nll": nll, "ppl": perplexity(nll),
-                       "lr": lr, "tokens_per_second": tok_per_s})  # fmt: skip
+            self.emit({"event": "log", "step": self.step, "epoch": self.sampler.epoch + 1, "loss": loss, "nll": nll,
+                       "ppl": perplexity(nll), "lr": lr, "tokens_per_second": tok_per_s})  # fmt: skip
         return loss
 
 
@@ -326,6 +328,7 @@ def train(
     resume: bool | str | Path = False,
     device: str | torch.device | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    progress: Callable[..., Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on sentence pairs (§5) and return a :class:`TrainResult`.
 
@@ -347,7 +350,10 @@ def train(
         device: default ``cuda:LOCAL_RANK`` if CUDA is available, else CPU.
         callback: called on rank 0 with event dicts: ``{"event": "step", "step", "epoch", "loss", "lr",
             "tokens"}`` after every step (this rank's loss per token), ``"log"``, ``"valid"`` (metrics) and
-            ``"checkpoint"``. Log lines also go to ``logging.getLogger("qkv.train")``.
+            ``"checkpoint"``. Log lines also go to ``logging.getLogger("qkv.train")``. Sinks for these events:
+            :mod:`qkv.train.metrics`.
+        progress: makes the progress bar, called as ``tqdm`` is (``total=``, ``initial=``, ``disable=`` …);
+            default ``tqdm``. Shown only with ``config.progress`` on a terminal.
 
     Raises:
         TrainingDiverged: the loss became NaN/inf (the last good checkpoint is kept).
@@ -364,7 +370,7 @@ def train(
         out = Path(out_dir) if out_dir is not None else None
         trainer = _Trainer(model, train_data, valid_data, config, env=env, device=dev, out_dir=out,
                            tokenizers=tokenizers, bleu_fn=bleu_fn, resume=resume,
-                           callback=callback if env.is_main else None)  # fmt: skip
+                           callback=callback if env.is_main else None, progress=progress)  # fmt: skip
         return trainer.run()
     finally:
         cleanup(created)

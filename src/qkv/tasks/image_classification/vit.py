@@ -28,6 +28,7 @@ def train_image_classifier(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     keep_best: bool = False,
+    progress: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (images ``(B, ...)`` -> logits ``(B, C)``); one record per epoch: epoch, step, loss,
     train_acc, dev_acc (with ``dev``).
@@ -39,6 +40,7 @@ def train_image_classifier(
         augment: applied to each training batch (e.g. :func:`qkv.data.mnist.random_shift`).
         on_epoch, on_step: see :func:`qkv.train.fit.fit`.
         keep_best: end with the weights of the epoch of the best ``dev_acc`` (needs ``dev``), not the last.
+        on_epoch, on_step, progress: see :func:`qkv.train.fit.fit`.
     """
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} inputs but {len(labels)} labels")
@@ -57,7 +59,8 @@ def train_image_classifier(
     total = math.ceil(len(images) / config.batch_size) * config.epochs
     step = classification_step(config.label_smoothing, next(model.parameters()).device)
     return fit(model, batches, step, config, total_steps=total, evaluate=evaluate if dev is not None else None,
-               on_epoch=on_epoch, on_step=on_step, keep_best="dev_acc" if keep_best else None)  # fmt: skip
+               on_epoch=on_epoch, on_step=on_step, keep_best="dev_acc" if keep_best else None,
+               progress=progress)  # fmt: skip
 
 
 def predict_logits(model: nn.Module, images: Tensor, *, batch_size: int = 256) -> Tensor:

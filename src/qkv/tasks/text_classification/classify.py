@@ -51,6 +51,7 @@ def train_text_classifier(
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
     keep_best: bool = False,
+    progress: Callable[..., Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` (token ids ``(B, T)`` -> logits ``(B, C)``); one record per epoch: epoch, step, loss,
     train_acc, dev_acc (with ``dev``).
@@ -62,6 +63,7 @@ def train_text_classifier(
         pad_id: padding id.
         on_epoch, on_step: see :func:`qkv.train.fit.fit`.
         keep_best: end with the weights of the epoch of the best ``dev_acc`` (needs ``dev``), not the last.
+        on_epoch, on_step, progress: see :func:`qkv.train.fit.fit`.
     """
     if len(sentences) != len(labels):
         raise ValueError(f"{len(sentences)} inputs but {len(labels)} labels")
@@ -83,7 +85,8 @@ def train_text_classifier(
     total = math.ceil(len(sentences) / config.batch_size) * config.epochs
     step = classification_step(config.label_smoothing, device)
     return fit(model, batches, step, config, total_steps=total, evaluate=evaluate if dev is not None else None,
-               on_epoch=on_epoch, on_step=on_step, keep_best="dev_acc" if keep_best else None)  # fmt: skip
+               on_epoch=on_epoch, on_step=on_step, keep_best="dev_acc" if keep_best else None,
+               progress=progress)  # fmt: skip
 
 
 def predict_logits(model: nn.Module, sentences: Sequence[Sequence[int]], *, batch_size: int = 256,

@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -138,12 +139,14 @@ def pretrain_mlm(
     config: MLMConfig,
     *,
     on_epoch: Callable[[dict], None] | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    progress: Callable[..., Any] | None = None,
 ) -> list[dict]:
     """Pre-train ``classifier``'s embeddings and encoder with the MLM objective on token id lists.
 
     Returns one record per epoch: ``epoch``, ``step`` (optimizer steps so far), ``loss`` (mean over chosen
     tokens), ``accuracy`` (of the predictions at chosen positions). The masks are drawn afresh every epoch
-    (dynamic masking, RoBERTa).
+    (dynamic masking, RoBERTa). ``on_epoch``, ``on_step``, ``progress``: see :func:`qkv.train.fit.fit`.
     """
     c = classifier.config
     mlm = MaskedLanguageModel(classifier)
@@ -172,7 +175,8 @@ def pretrain_mlm(
         return loss, int((logits.argmax(-1) == targets).sum()), chosen
 
     total = math.ceil(len(sentences) / config.batch_size) * config.epochs
-    return fit(mlm, batches, step, config, total_steps=total, accuracy_name="accuracy", on_epoch=on_epoch)
+    return fit(mlm, batches, step, config, total_steps=total, accuracy_name="accuracy", on_epoch=on_epoch,
+               on_step=on_step, progress=progress)  # fmt: skip
 
 
 def load_pretrained_encoder(classifier: TextClassifier, folder: str | Path) -> list[str]:

@@ -19,6 +19,7 @@ from qkv.data.multi30k import read_splits
 from qkv.data.text import TOO_LONG, DataError, ParallelText
 from qkv.data.tokenizer import TokenizerPair
 from qkv.decode import decode_corpus
+from qkv.decode.corpus import open_progress
 from qkv.models.registry import SEQ2SEQ_ARCHS, build_model
 from qkv.models.rnn import RNNConfig, build_rnn
 from qkv.models.transformer import TransformerConfig
@@ -127,6 +128,7 @@ def greedy_bleu(
     *,
     max_len_b: int = 50,
     batch_size: int = 64,
+    progress: Callable[..., Any] | None = None,
 ) -> Callable[[nn.Module], float]:
     """A ``bleu_fn`` for :func:`train`: greedy-decode ``sources``, score against ``references`` (sacreBLEU).
 
@@ -136,12 +138,17 @@ def greedy_bleu(
         detokenize: target ids -> text (e.g. ``tokenizers.tgt.decode``).
         max_len_b: output length limit = source length + ``max_len_b`` (§6.1).
         batch_size: sentences decoded together.
+        progress: a ``tqdm``-like factory for a bar over each validation's sentences (``None``: no bar).
     """
     if len(sources) != len(references):
         raise ValueError(f"greedy_bleu: {len(sources)} sources but {len(references)} references")
 
     def bleu(model: nn.Module) -> float:
-        hyps = decode_corpus(model, sources, max_len_b=max_len_b, batch_size=batch_size)
+        bar = open_progress(progress, total=len(sources), desc="valid BLEU", unit="sent", leave=False)
+        try:
+            hyps = decode_corpus(model, sources, max_len_b=max_len_b, batch_size=batch_size, on_batch=bar.update)
+        finally:
+            bar.close()
         return float(score([detokenize(ids) for ids in hyps], list(references)).bleu)
 
     return bleu

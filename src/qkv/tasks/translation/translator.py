@@ -6,10 +6,10 @@ training state; load it from a checkpoint folder written by :mod:`qkv.train.chec
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch import nn
 from qkv.data.batching import collate
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
 from qkv.decode import decode_corpus, decode_corpus_nbest
+from qkv.decode.corpus import open_progress
 from qkv.models.transformer import AttentionMaps
 from qkv.tasks.kinds import check_vocab_fits, expect_kind
 from qkv.train.checkpoint import load_checkpoint
@@ -110,18 +111,21 @@ class Translator:
     def translate(self, sentences: str, beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64) -> str: ...
     @overload
     def translate(
-        self, sentences: Sequence[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
+        self, sentences: Sequence[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64,
+        progress: Callable[..., Any] | None = None,
     ) -> list[str]: ...
 
     def translate(
-        self, sentences: str | Sequence[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64
+        self, sentences: str | Sequence[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64,
+        progress: Callable[..., Any] | None = None,
     ) -> str | list[str]:
         """Translate one sentence (a ``str``) or a list of them (batched, sorted by length for little padding;
         the order is kept). ``beam_size=1`` is greedy search; ``alpha`` is the length penalty of §6.1. An empty
-        (or blank) sentence translates to an empty string."""
+        (or blank) sentence translates to an empty string. ``progress``: a ``tqdm``-like factory for a bar over
+        the sentences (``None``: no bar)."""
         if isinstance(sentences, str):
             return self.translate([sentences], beam_size, alpha, batch_size)[0]
-        return list(self.translate_stream(sentences, beam_size, alpha, batch_size))
+        return list(self.translate_stream(sentences, beam_size, alpha, batch_size, progress))
 
     def translate_nbest(
         self, sentences: str | Sequence[str], nbest: int, beam_size: int = 5, alpha: float = 0.6,
@@ -140,26 +144,32 @@ class Translator:
         return [[(self.tgt_tokenizer.decode(ids), score) for ids, score in options] for options in hyps]
 
     def translate_stream(
-        self, sentences: Iterable[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64, *,
-        name: str | None = None,
+        self, sentences: Iterable[str], beam_size: int = 5, alpha: float = 0.6, batch_size: int = 64,
+        progress: Callable[..., Any] | None = None, *, name: str | None = None,
     ) -> Iterator[str]:  # fmt: skip
         """Like :meth:`translate` but yields results chunk by chunk (for files and stdin; ``name`` appears in
         the error about a sentence that is too long, with its line)."""
         if isinstance(sentences, str):
             sentences = [sentences]  # one sentence, not its characters
-        chunk: list[str] = []
-        done = 0
-        for sentence in sentences:
-            chunk.append(sentence)
-            if len(chunk) == batch_size * 8:
-                yield from self._translate_chunk(chunk, beam_size, alpha, batch_size, done + 1, name)
-                done += len(chunk)
-                chunk = []
-        if chunk:
-            yield from self._translate_chunk(chunk, beam_size, alpha, batch_size, done + 1, name)
+        total = len(sentences) if isinstance(sentences, Sized) else None
+        bar = open_progress(progress, total=total, desc="translate", unit="sent")
+        try:
+            chunk: list[str] = []
+            done = 0
+            for sentence in sentences:
+                chunk.append(sentence)
+                if len(chunk) == batch_size * 8:
+                    yield from self._translate_chunk(chunk, beam_size, alpha, batch_size, done + 1, name, bar.update)
+                    done += len(chunk)
+                    chunk = []
+            if chunk:
+                yield from self._translate_chunk(chunk, beam_size, alpha, batch_size, done + 1, name, bar.update)
+        finally:
+            bar.close()
 
     def _translate_chunk(self, sentences: list[str], beam_size: int, alpha: float, batch_size: int,
-                         first: int = 1, name: str | None = None) -> list[str]:  # fmt: skip
+                         first: int = 1, name: str | None = None,
+                         on_batch: Callable[[int], Any] | None = None) -> list[str]:  # fmt: skip
         out = [""] * len(sentences)
         todo = [i for i, s in enumerate(sentences) if s.strip()]  # nothing to translate: an empty line
         if not todo:
@@ -172,6 +182,7 @@ class Translator:
             alpha=alpha,
             max_len_b=self.max_len_b,
             batch_size=batch_size,
+            on_batch=on_batch,
         )
         for i, hyp in zip(todo, hyps):
             out[i] = self.tgt_tokenizer.decode(hyp)
