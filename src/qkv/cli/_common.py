@@ -12,6 +12,7 @@ import torch
 
 from qkv.config import ConfigError
 from qkv.train.config import TrainConfig
+from qkv.train.precision import PRECISIONS, describe_precision
 
 
 def resolve_device(name: str) -> torch.device:
@@ -59,6 +60,21 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+def add_precision_option(group, what: str = "training") -> None:
+    """``--precision auto|fp32|bf16`` (default auto) and its older spelling ``--bf16`` (= ``--precision bf16``)."""
+    group.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help=f"{what} precision: bf16 autocast or fp32; auto (default) = bf16 on CUDA and on CPUs with "
+        "AVX512-BF16/AMX, else fp32; fp32 reproduces the paper's numbers",
+    )  # fmt: skip
+    group.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="= --precision bf16")
+
+
+def print_precision(precision: str, device) -> None:
+    """Say on stderr what ``--precision`` became on ``device`` (``auto`` -> bf16 or fp32, and why)."""
+    print(describe_precision(precision, device), file=sys.stderr)
+
+
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """Options of :class:`qkv.train.config.TrainConfig` (paper defaults, §5)."""
     g = p.add_argument_group("training (§5 of the paper)")
@@ -75,7 +91,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--label-smoothing", type=float, default=0.1, help="ε_ls (0.1 in the paper)")
     g.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm (off by default)")
     g.add_argument("--seed", type=int, default=1, help="seed: a CPU run repeats exactly")
-    g.add_argument("--bf16", action="store_true", help="bf16 autocast on CUDA")
+    add_precision_option(g)
     g.add_argument("--eval-every", type=int, default=None, help="also validate every N steps")
     g.add_argument("--keep-checkpoints", type=int, default=5, help="periodic checkpoints kept for averaging")
     g.add_argument("--save-every", type=int, default=None, help="write a checkpoint every N steps")
@@ -104,7 +120,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         label_smoothing=args.label_smoothing,
         clip_norm=args.clip_norm,
         seed=args.seed,
-        bf16=args.bf16,
+        precision=args.precision,
         eval_every_steps=args.eval_every,
         save_every_steps=args.save_every,
         keep_checkpoints=args.keep_checkpoints,

@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def load_translator(model: str | None, device: str = "cpu"):
+def load_translator(model: str | None, device: str = "cpu", precision: str = "fp32"):
     """``(translator, description, untrained)`` for a checkpoint folder, or the seeded demo when ``None``."""
     if model is None:
         from qkv.viz.serve import demo_translator
@@ -48,7 +48,7 @@ def load_translator(model: str | None, device: str = "cpu"):
         raise CliError(f"checkpoint folder not found: {path}")
     from qkv.tasks.translation import Translator
 
-    translator = Translator.load(path, device=device)
+    translator = Translator.load(path, device=device, precision=precision)
     n = sum(p.numel() for p in translator.model.parameters())
     return translator, f"{path} ({type(translator.model).__name__}, {n:,} parameters)", False
 

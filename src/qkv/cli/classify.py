@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
-from qkv.cli._common import add_set_option, parse_overrides
+from qkv.cli._common import add_precision_option, add_set_option, parse_overrides, print_precision
 from qkv.data.sst2 import find_sst2, read_sst2
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.models.classifier import PRESETS, ClassifierConfig, TextClassifier
@@ -108,7 +108,9 @@ def cmd_train(args) -> int:
         weight_decay=args.weight_decay,
         word_dropout=args.word_dropout if args.word_dropout is not None else (0.0 if args.init else 0.2),
         seed=args.seed,
+        precision=args.precision,
     )
+    print_precision(args.precision, next(model.parameters()).device)
 
     def report(r):
         print(
@@ -177,6 +179,7 @@ def register(sub) -> None:
         help="replace training tokens by [UNK] with this probability (default 0.2 from scratch, 0 with --init)",
     )
     t.add_argument("--init", help="a folder written by `qkv classify pretrain` to fine-tune from")
+    add_precision_option(t)
     t.set_defaults(func=cmd_train)
 
     m = cmds.add_parser("pretrain", help="masked-language-model pre-training on the SST-2 training sentences")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from qkv.cli._common import resolve_device
+from qkv.cli._common import add_precision_option, print_precision, resolve_device
 
 EXAMPLES = """\
 examples:
@@ -35,6 +35,7 @@ def register(sub) -> None:
     p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy")
     p.add_argument("--alpha", type=float, default=0.6, help="length penalty α")
     p.add_argument("--device", default="auto")
+    add_precision_option(p, what="decoding")
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.set_defaults(func=run)
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--model needs source sentences: use --data with --src/--tgt")
         from qkv.tasks.translation import Translator
 
-        translator = Translator.load(args.model, device=resolve_device(args.device))
+        translator = Translator.load(args.model, device=resolve_device(args.device), precision=args.precision)
+        print_precision(args.precision, translator.device)
         hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha)
     else:
         hypotheses = read_lines(args.hyp)

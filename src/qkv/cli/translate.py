@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from qkv.cli._common import resolve_device
+from qkv.cli._common import add_precision_option, print_precision, resolve_device
 
 EXAMPLES = """\
 examples:
@@ -31,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--alpha", type=float, default=0.6, help="length penalty α (default 0.6)")
     p.add_argument("--batch-size", type=int, default=64, help="sentences decoded together")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_precision_option(p, what="decoding")
     p.set_defaults(func=run)
 
 
@@ -38,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from qkv.data.text import read_lines
     from qkv.tasks.translation import Translator
 
-    translator = Translator.load(args.model, device=resolve_device(args.device))
+    translator = Translator.load(args.model, device=resolve_device(args.device), precision=args.precision)
+    print_precision(args.precision, translator.device)
     if args.sentences and args.file:
         raise ValueError("give sentences or --file, not both")
     if args.sentences:

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
+from qkv.cli._common import add_precision_option, print_precision
 from qkv.data.mnist import load_digits_8x8, load_mnist_t10k, random_shift
 from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.tasks.image_classification import accuracy, train_image_classifier
@@ -44,7 +45,9 @@ def cmd_train(args) -> int:
         lr=args.lr or d["lr"],
         weight_decay=0.05,
         seed=args.seed,
+        precision=args.precision,
     )
+    print_precision(args.precision, next(model.parameters()).device)
     shift = d["shift"] if args.shift is None else args.shift
     generator = torch.Generator().manual_seed(args.seed)
     print(
@@ -125,6 +128,7 @@ def register(sub) -> None:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--shift", type=int, help="random-shift augmentation in pixels (0 = off)")
     t.add_argument("--seed", type=int, default=0)
+    add_precision_option(t)
     t.set_defaults(func=cmd_train)
 
     a = cmds.add_parser("attention", help="draw the [CLS] attention rollout over a test image (PNG)")

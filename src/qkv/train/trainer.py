@@ -51,7 +51,7 @@ from qkv.train.distributed import (
 from qkv.train.evaluation import evaluate
 from qkv.train.loss import label_smoothed_cross_entropy, perplexity
 from qkv.train.parallel import ParallelModel
-from qkv.train.precision import autocast
+from qkv.train.precision import autocast, describe_precision, resolve_precision
 from qkv.train.resume import restore, resume_folder, trainer_state
 from qkv.train.rng import seed_everything
 from qkv.train.schedule import build_scheduler
@@ -113,6 +113,7 @@ class _Trainer:
             raise ConfigError("the noam schedule needs model.config.d_model; use inverse_sqrt with lr= instead")
 
         self.model = model.to(device)
+        self.bf16 = resolve_precision(config.precision, device) == "bf16"  # fp32 weights either way
         self.sampler = TokenBudgetSampler(
             [len(s) + 1 for s, _ in train_data], [len(t) + 1 for _, t in train_data], config.max_tokens,
             shuffle=True, seed=config.seed, rank=env.rank, world_size=env.world_size,
@@ -153,7 +154,7 @@ class _Trainer:
         nll_total = torch.zeros((), device=self.device)
         for j, batch in enumerate(batches):
             with self.parallel.no_sync(last=j == len(batches) - 1):
-                with autocast(self.device, self.config.bf16):
+                with autocast(self.device, self.bf16):
                     logits = self.parallel(batch.src, batch.tgt_in)  # (B, T, V)
                 loss, nll, _ = label_smoothed_cross_entropy(
                     logits, batch.tgt_out, self.config.label_smoothing, self.pad_id
@@ -189,7 +190,7 @@ class _Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             metrics = evaluate(
                 self.model, self.valid_data, max_tokens=c.max_tokens, label_smoothing=c.label_smoothing,
-                device=self.device, pad_id=self.pad_id, bf16=c.bf16, rank=env.rank, world_size=env.world_size,
+                device=self.device, pad_id=self.pad_id, bf16=self.bf16, rank=env.rank, world_size=env.world_size,
                 lockstep=self.parallel.sharded,
             )  # fmt: skip
             if self.bleu_fn is not None:
@@ -286,6 +287,7 @@ class _Trainer:
         if env.is_main:
             logger.info("training: %d pairs, %d batches/epoch, max_tokens %d (global, %d ranks), from step %d",
                         len(self.train_data), len(self.sampler), c.max_tokens, env.world_size, self.step)  # fmt: skip
+            logger.info("%s", describe_precision(c.precision, self.device))
         try:
             stopped_by = self.limit_reached(start)
             while stopped_by is None:

@@ -18,6 +18,7 @@ from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
 from qkv.decode import decode_corpus
 from qkv.models.transformer import AttentionMaps
 from qkv.train.checkpoint import load_checkpoint
+from qkv.train.precision import autocast, resolve_precision
 
 
 @dataclass
@@ -46,18 +47,21 @@ class Translator:
     """
 
     def __init__(
-        self, model: nn.Module, tokenizers: TokenizerPair, device: str | torch.device = "cpu", max_len_b: int = 50
-    ):
+        self, model: nn.Module, tokenizers: TokenizerPair, device: str | torch.device = "cpu", max_len_b: int = 50,
+        precision: str = "fp32",
+    ):  # fmt: skip
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)  # decoding under bf16 autocast, or fp32
         self.max_len_b = max_len_b  # outputs stop at source length + max_len_b tokens (§6.1: 50)
         self.model = model.to(self.device).eval()
         self.tokenizers = tokenizers
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> Translator:
-        """Load a checkpoint folder (model + tokenizers) written by :func:`qkv.train.checkpoint.save_checkpoint`."""
+    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", precision: str = "fp32") -> Translator:
+        """Load a checkpoint folder (model + tokenizers) written by :func:`qkv.train.checkpoint.save_checkpoint`;
+        ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``: see :mod:`qkv.train.precision`) is the decoding's."""
         loaded = load_checkpoint(checkpoint, device=device)
-        return cls(loaded.model, TokenizerPair.load(loaded.path), device)
+        return cls(loaded.model, TokenizerPair.load(loaded.path), device, precision=precision)
 
     @property
     def src_tokenizer(self) -> SubwordTokenizer:
@@ -97,15 +101,12 @@ class Translator:
             yield from self._translate_chunk(chunk, beam_size, alpha, batch_size)
 
     def _translate_chunk(self, sentences: list[str], beam_size: int, alpha: float, batch_size: int) -> list[str]:
-        hyps = decode_corpus(
-            self.model,
-            self.encode_sources(sentences),
-            beam_size=beam_size,
-            alpha=alpha,
-            max_len_b=self.max_len_b,
-            batch_size=batch_size,
-        )
-        return [self.tgt_tokenizer.decode(ids) for ids in hyps]
+        ids = self.encode_sources(sentences)
+        with autocast(self.device, self.precision == "bf16"):  # one context: the bf16 weight copies are made once
+            hyps = decode_corpus(
+                self.model, ids, beam_size=beam_size, alpha=alpha, max_len_b=self.max_len_b, batch_size=batch_size
+            )
+        return [self.tgt_tokenizer.decode(y) for y in hyps]
 
     @torch.inference_mode()
     def attention(self, source: str, target: str | None = None, beam_size: int = 5) -> AttentionView:
