@@ -228,3 +228,4 @@ def test_translator_decodes_under_the_precision_it_was_given(copier):
     bf16 = Translator(copier, ids, precision="bf16").translate(sentences, beam_size=1)
     assert set(seen) == {torch.bfloat16}
     assert sum(a == b for a, b in zip(fp32, bf16)) >= 0.8 * len(sentences)
+

@@ -98,7 +98,8 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int, warmup: float):
     """AdamW with linear warm-up over ``warmup·total_steps`` steps, then linear decay to zero (BERT)."""
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters()) or None  # one kernel per tensor
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-9, fused=fused)
     warm = max(1, int(warmup * total_steps))
 
     def factor(step: int) -> float:

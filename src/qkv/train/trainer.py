@@ -135,7 +135,8 @@ class _Trainer:
             betas=(config.adam_beta1, config.adam_beta2),
             eps=config.adam_eps,
             weight_decay=config.weight_decay,
-            fused=device.type == "cuda" or None,  # one kernel for every parameter on a GPU
+            # one kernel per parameter: on a GPU, and on a CPU (issue 17: ~10x less optimizer time than the loop)
+            fused=device.type == "cuda" or (device.type == "cpu" and not config.fsdp) or None,
         )
         self.scheduler = build_scheduler(self.optimizer, self.schedule)
         if self.last_good is not None:
