@@ -28,6 +28,10 @@ to qkv's output of the same search (greedy outputs must all be; beam searches di
 and stopping rule: HF and CTranslate2 divide by |Y|^α). Every engine gets ``--threads`` threads:
 
     python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --threads 2 --batch 64 --n 1 --cache-only
+
+``--precision fp32,bf16`` (issue 17) also runs qkv's searches under bf16 autocast (``auto``: bf16 where the
+device has it fast, as ``qkv translate --precision auto``), rows ``qkv bf16 …``; ``= qkv`` then counts the
+outputs identical to qkv's fp32 ones, and the summary compares them with CTranslate2 int8.
 """
 
 from __future__ import annotations
@@ -77,6 +81,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="test", help="with --checkpoint: train, val or test (default test)")
     parser.add_argument("--limit", type=int, default=None, help="with --checkpoint: at most this many sentences")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--precision", default="fp32",
+        help="qkv's decoding precisions, comma-separated from auto,fp32,bf16 (default fp32; e.g. fp32,bf16)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -228,6 +236,28 @@ def print_table(runs: dict, args, limits: list[int], n_sentences: int, bleu, dev
     return results
 
 
+def qkv_precisions(spec: str, device: torch.device) -> list[str]:
+    """``--precision`` -> the precisions to run (``auto`` resolved for ``device``, as qkv translate does)."""
+    from qkv.train.precision import describe_precision, resolve_precision
+
+    chosen = []
+    for name in (p.strip() for p in spec.split(",") if p.strip()):
+        try:
+            chosen.append(resolve_precision(name, device))
+        except ValueError as err:
+            raise SystemExit(f"--precision: {err}") from None
+        if name == "auto":
+            print(describe_precision(name, device))
+    return chosen or ["fp32"]
+
+
+def bf16(device: torch.device, fn):
+    from qkv.train.precision import autocast
+
+    with autocast(device, True):
+        return fn()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device, _ = setup_device(args)
@@ -246,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     beam_kwargs = dict(beam_size=args.beam, alpha=args.alpha, max_len_b=args.max_len_b)
     caches = (True,) if args.cache_only else (True, False)
     runs = {}  # name -> a function decoding every batch
+    precisions = qkv_precisions(args.precision, device)
     for cache in caches:
         suffix = "" if cache else ", no cache"
         runs["qkv greedy" + suffix] = over_batches(
@@ -254,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         runs[f"qkv beam {args.beam}" + suffix] = over_batches(
             lambda src, cache=cache: beam_search(model, src, **beam_kwargs, use_cache=cache)
         )
+    if "bf16" in precisions:  # under one autocast context per run: the bf16 weight copies are made once
+        for name in [n for n in runs if n.startswith("qkv") and "no cache" not in n]:
+            runs[name.replace("qkv", "qkv bf16")] = lambda fn=runs[name]: bf16(device, fn)
+    if "fp32" not in precisions:
+        runs = {n: fn for n, fn in runs.items() if n.startswith("qkv bf16") or not n.startswith("qkv")}
     engines = [e for e in args.engines.split(",") if e and not (e == "hf" and args.no_hf)]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
@@ -307,7 +343,13 @@ def print_summary(results: dict, args, caches, n_sentences: int, with_hf: bool) 
     for name, (seconds, _) in results.items():
         if name.startswith(("CTranslate2", "onnxruntime")):
             search = "greedy" if name.endswith("greedy") else f"beam {args.beam}"
-            print(f"qkv {search} vs {name}: qkv at {seconds / results[f'qkv {search}'][0]:.2f}x its speed")
+            for ours in (f"qkv {search}", f"qkv bf16 {search}"):
+                if ours in results:
+                    print(f"{ours} vs {name}: qkv at {seconds / results[ours][0]:.2f}x its speed")
+    for search in ("greedy", f"beam {args.beam}"):
+        if f"qkv bf16 {search}" in results and f"qkv {search}" in results:
+            ratio = results[f"qkv {search}"][0] / results[f"qkv bf16 {search}"][0]
+            print(f"qkv bf16 {search} vs qkv fp32 {search}: {ratio:.2f}x its speed")
 
 
 if __name__ == "__main__":

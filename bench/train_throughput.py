@@ -20,7 +20,15 @@ on CPU, an 8192² / 1024² matmul), not the datasheet peak. Model FLOPs = 3 × f
 output layer; the same count for every implementation. Sequences are full length (no padding), so every
 target position is a token.
 
+Precision: ``--precision auto|fp32|bf16`` (issue 17) picks bf16 autocast where qkv's ``--precision auto`` would
+(CUDA with bf16, a CPU with AVX512-BF16 or AMX) and overrides ``--dtype``; every implementation then runs in it.
+The optimizer is the same for all: ``--adam fused`` (default: one kernel per parameter, on CPU as on GPU, as
+``qkv train`` does), ``foreach`` or ``loop`` (the for-loop, this script's CPU optimizer before issue 17).
+``--profile N`` ends with a ``torch.profiler`` table of N qkv eager steps (top ops by self time).
+
 Examples:
+    python bench/train_throughput.py --device cpu --threads 2 --preset small --batch 48 --src-len 32 \
+        --tgt-len 32 --vocab 8000 --precision auto --profile 3      # issue 17's CPU shapes
     nice -n 5 python bench/train_throughput.py                    # CPU: tiny preset, 16 × 32 × 32, fp32
     python bench/train_throughput.py --device cuda                # GPU: base, 256 × 32 × 32, bf16, Adam
     python bench/train_throughput.py --only qkv --no-compile --steps 5
@@ -51,14 +59,17 @@ from _common import (
     format_table,
     human,
     matmul_flops,
+    pick_device,
     setup_device,
     sync_debug,
     synchronize,
 )
 from qkv.decode import BOS, EOS, PAD
 from qkv.nn.positional import sinusoidal_table
+from qkv.train.precision import PRECISIONS, describe_precision, resolve_precision
 
 IMPLEMENTATIONS = ("qkv", "torch", "marian")
+ADAM = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
 
 
 # -- the models -------------------------------------------------------------------------------------------
@@ -208,9 +219,7 @@ def run(
         torch.cuda.empty_cache()
     torch.manual_seed(0)
     model = WithLoss(BUILDERS[name](config)).to(device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, fused=device.type == "cuda"
-    )
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, **ADAM[args.adam])
     forward = torch.compile(model, mode=args.compile_mode) if compiled else model
     losses: list[Tensor] = []
     batch_cycle = itertools.cycle(batches)
@@ -264,6 +273,35 @@ def loss_curves(config, batches, args, device, dtype, peak_flops) -> tuple[list[
     return eager.losses, compiled.losses
 
 
+def profile_table(config, batches, args, device, dtype, rows: int = 15) -> str:
+    """The ``torch.profiler`` table (top ``rows`` ops by self time) of ``args.profile`` qkv eager steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    torch.manual_seed(0)
+    model = WithLoss(qkv.Transformer(config)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, **ADAM[args.adam])
+    cycle = itertools.cycle(batches)
+
+    def step() -> None:
+        src, tgt_in, tgt_out = next(cycle)
+        with autocast(device, dtype):
+            loss = model(src, tgt_in, tgt_out)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(args.profile):
+            step()
+        synchronize(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    title = f"torch.profiler: {args.profile} qkv eager steps, {dtype}, Adam {args.adam}, top {rows} ops by self time"
+    return title + "\n" + prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -283,10 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-mode", help="torch.compile mode "
                         "(default: max-autotune-no-cudagraphs on CUDA, the default mode elsewhere)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)}")
+    parser.add_argument("--precision", choices=PRECISIONS, help="auto | fp32 | bf16: overrides --dtype; auto = "
+                        "bf16 autocast where the device has fast bf16 (qkv's --precision auto), else fp32")
+    parser.add_argument("--adam", choices=sorted(ADAM), default="fused", help="Adam implementation, the same "
+                        "for every model (default fused; loop = the for-loop)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="finally profile N qkv eager steps with torch.profiler (0: off)")
     parser.add_argument("--curve-steps", type=int, help="steps of the eager-vs-compiled loss curve of qkv "
                         "(default: 50 on CUDA, 10 on CPU; 0 to skip)")
     args = parser.parse_args(argv)
 
+    if args.precision is not None:
+        args.dtype = resolve_precision(args.precision, pick_device(args.device))
     device, dtype = setup_device(args)
     gpu = device.type == "cuda"
     args.preset = args.preset or ("base" if gpu else "tiny")
@@ -322,7 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     print(environment())
     print(f"device {device}, {dtype}, preset {args.preset} ({qkv.Transformer(config).num_parameters():,} "
           f"parameters), batch {args.batch} × {args.src_len} src × {args.tgt_len} tgt tokens, vocab "
-          f"{args.vocab}, dropout {config.dropout}, Adam, {args.warmup} warmup + {args.steps} timed steps")
+          f"{args.vocab}, dropout {config.dropout}, Adam ({args.adam}), {args.warmup} warmup + {args.steps} "
+          "timed steps")
+    if args.precision is not None:
+        print(describe_precision(args.precision, device))
     print(f"measured matmul rate: {human(peak, 'FLOP/s')} ({dtype}); model FLOPs/step: {human(step_flops)}")
 
     results: list[Result] = []
@@ -373,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, (a, b, d) in enumerate(zip(eager, compiled, diffs)):
             print(f"  {i:4d}   {a:.6f}   {b:.6f}   {d:.2e}")
         print(f"  max |diff| = {max(diffs):.2e} (loss fell {eager[0]:.3f} -> {eager[-1]:.3f})")
+    if args.profile > 0:
+        print(profile_table(config, batches, args, device, dtype))
     return 0
 
 

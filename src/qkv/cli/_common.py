@@ -20,6 +20,7 @@ from qkv.cli.options import (
 )
 from qkv.config import ConfigError
 from qkv.train.config import SCHEDULES, TrainConfig
+from qkv.train.precision import PRECISIONS, describe_precision
 
 #: ``qkv train`` without --epochs, --max-steps or --max-minutes trains this many epochs
 DEFAULT_EPOCHS = 10
@@ -80,7 +81,7 @@ TRAIN_OPTIONS = ConfigOptions(
            "lr_scale": positive_float, "adam_beta1": fraction, "adam_beta2": fraction, "adam_eps": positive_float,
            "weight_decay": non_negative_float, "label_smoothing": fraction, "clip_norm": positive_float,
            "seed": integer},
-    choices={"lr_schedule": SCHEDULES},
+    choices={"lr_schedule": SCHEDULES, "precision": PRECISIONS},
     helps={
         "max_tokens": "padded tokens per batch (source or target, whichever is longer; the global batch under DDP)",
         "max_steps": "stop after this many optimizer steps (counting a resumed run's)",
@@ -97,8 +98,27 @@ TRAIN_OPTIONS = ConfigOptions(
         "adam_beta1": "Adam β1 (§5.3)", "adam_beta2": "Adam β2 (§5.3)", "adam_eps": "Adam ε (§5.3)",
         "fsdp": "fully sharded data parallel, under torchrun (NCCL on GPUs, gloo on CPUs)",
         "activation_checkpointing": "recompute activations in the backward pass (less memory)",
+        "precision": "fp32 (the paper's numbers), bf16 autocast, or auto = bf16 on CUDA and on CPUs with "
+                     "AVX512-BF16/AMX, else fp32 (weights and checkpoints stay fp32)",
+        "bf16": "= --precision bf16 (the older spelling)",
     },
 )  # fmt: skip
+
+
+def add_precision_option(group, what: str = "training") -> None:
+    """``--precision auto|fp32|bf16`` and its older spelling ``--bf16`` (= ``--precision bf16``). The default is
+    fp32, the paper's numbers (and the outputs of earlier versions); ``auto`` is the fast choice."""
+    group.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help=f"{what} precision: fp32 (default: the paper's numbers), bf16 autocast, or auto = bf16 on CUDA "
+        "and on CPUs with AVX512-BF16/AMX, else fp32",
+    )  # fmt: skip
+    group.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="= --precision bf16")
+
+
+def print_precision(precision: str, device) -> None:
+    """Say on stderr what ``--precision`` became on ``device`` (``auto`` -> bf16 or fp32, and why)."""
+    print(describe_precision(precision, device), file=sys.stderr)
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,8 @@ parsing it again without defaults) is, per key:
 
 - **applied and said** (one log line ``resume: applying ...``): the limits (``--epochs``, ``--max-steps``,
   ``--max-minutes``), the schedule (``--lr-schedule``, ``--lr``, ``--lr-scale``, ``--warmup``),
-  ``--label-smoothing``, ``--clip-norm``, ``--accum-steps``, ``--bf16``, ``--fsdp``,
+  ``--label-smoothing``, ``--clip-norm``, ``--accum-steps``, ``--bf16``/``--precision``, the Adam
+  options (``--adam-beta1/2``, ``--adam-eps``, ``--weight-decay``), ``--fsdp``,
   ``--activation-checkpointing``, ``--compile``, logging and checkpoint intervals, and ``--data`` (a moved
   corpus; its sizes are still checked by the sampler);
 - **refused** (one line naming the differing keys): ``--arch``, ``--preset`` and ``--set`` keys that change
@@ -34,8 +35,10 @@ TRAIN_OPTIONS = {
     "bf16": "bf16", "eval_every_steps": "eval_every", "save_every_steps": "save_every",
     "keep_checkpoints": "keep_checkpoints", "log_every_steps": "log_every", "progress": "no_progress",
     "fsdp": "fsdp", "activation_checkpointing": "activation_checkpointing", "compile": "compile",
+    "precision": "precision", "adam_beta1": "adam_beta1", "adam_beta2": "adam_beta2", "adam_eps": "adam_eps",
+    "weight_decay": "weight_decay",
 }
-NOT_OPTIONS = ("adam_beta1", "adam_beta2", "adam_eps", "weight_decay")
+NOT_OPTIONS: tuple[str, ...] = ()
 LIMITS = ("max_steps", "max_epochs", "max_time_minutes")
 #: TrainConfig fields a resumed run may not change (the sampler's batches and the saved RNG states).
 REFUSED_TRAIN = ("seed", "max_tokens")

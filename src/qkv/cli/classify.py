@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
-from qkv.cli._common import add_set_option, parse_overrides, resolve_device, stdin_lines
+from qkv.cli._common import add_set_option, parse_overrides, print_precision, resolve_device, stdin_lines
 from qkv.cli._progress import add_progress_option, progress_factory
 from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.cli.options import (
@@ -41,6 +41,7 @@ from qkv.tasks.text_classification import (
 from qkv.train.checkpoint import read_config
 from qkv.train.fit import ClassifyTrainConfig, best_epoch
 from qkv.train.fit import save_classifier_checkpoint as save
+from qkv.train.precision import PRECISIONS
 from qkv.train.run_folder import claim_run_folder
 
 _FIT_TYPES = dict(lr=positive_float, weight_decay=non_negative_float, warmup=fraction, label_smoothing=fraction,
@@ -48,6 +49,7 @@ _FIT_TYPES = dict(lr=positive_float, weight_decay=non_negative_float, warmup=fra
 #: the flags of `classify train` (ClassifyTrainConfig) and `classify pretrain` (MLMConfig)
 TRAIN_OPTIONS = ConfigOptions(
     ClassifyTrainConfig, defaults={"epochs": 3, "word_dropout": None}, types=_FIT_TYPES,
+    choices={"precision": PRECISIONS},
     helps={"word_dropout": "replace training tokens by [UNK] with this probability (default: 0.2 from scratch, "
                            "0 with --init)"},
 )  # fmt: skip
@@ -161,6 +163,7 @@ def _train(args, runlog: RunLog) -> int:
     # word dropout regularises training from scratch; a pre-trained encoder is fine-tuned without it
     word_dropout = args.word_dropout if args.word_dropout is not None else (0.0 if args.init else 0.2)
     config = TRAIN_OPTIONS.build(args, word_dropout=word_dropout)
+    print_precision(config.precision, next(model.parameters()).device)
 
     def report(r):
         print(

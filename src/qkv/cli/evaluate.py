@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from qkv.cli._common import resolve_device
+from qkv.cli._common import add_precision_option, print_precision, resolve_device
 from qkv.cli._progress import add_progress_option, progress_factory
 from qkv.cli.options import add_device_options, finite_float, positive_int
 
@@ -36,6 +36,7 @@ def register(sub) -> None:
     p.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 = greedy")
     p.add_argument("--alpha", type=finite_float, default=0.6, help="length penalty α")
     add_device_options(p)
+    add_precision_option(p, what="decoding")
     p.add_argument("--output", help="also write the translations here")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_progress_option(p)
@@ -65,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--model needs source sentences: use --data with --src/--tgt")
         from qkv.cli._models import open_model
 
-        translator = open_model(args.model, resolve_device(args.device), "translation")
+        translator = open_model(args.model, resolve_device(args.device), "translation", precision=args.precision)
+        print_precision(args.precision, translator.device)
         hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha,
                                           progress=progress_factory(args))  # fmt: skip
     else:

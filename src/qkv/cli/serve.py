@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qkv.cli import CliError
+from qkv.cli._common import add_precision_option, print_precision
 from qkv.cli.options import add_device_options
 
 EXAMPLES = """\
@@ -25,6 +26,7 @@ def register(sub) -> None:
     )
     p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     add_device_options(p, default="cpu")
+    add_precision_option(p, what="decoding")
     p.add_argument(
         "--allow-host",
         action="append",
@@ -50,7 +52,9 @@ def run(args) -> int:
         raise CliError(f"--port must be 0 … 65535, got {args.port}")
     if not 1 <= args.max_connections <= 10_000:
         raise CliError(f"--max-connections must be 1 … 10000, got {args.max_connections}")
-    translator, description, untrained = load_translator(args.model, args.device)
+    translator, description, untrained = load_translator(args.model, args.device, args.precision)
+    if not untrained:
+        print_precision(args.precision, translator.device)
     limits = Limits(max_connections=args.max_connections)
     app = AttentionApp(translator, description, untrained=untrained, limits=limits)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # one line per request

@@ -34,8 +34,10 @@ EXAMPLES = """\
 examples:
   # a small Transformer on Multi30k German->English, on a CPU (about 30 minutes)
   qkv train --data ../shared/data/multi30k --src de --tgt en --preset small --max-minutes 30 --out runs/de-en
+  # the same, in bf16 where the CPU has it (AVX512-BF16 / AMX), else fp32; the log says which
+  qkv train --data ../shared/data/multi30k --src de --tgt en --preset small --precision auto --out runs/de-en
   # the base model on a GPU, bf16
-  qkv train --data ../shared/data/multi30k --src de --tgt en --preset base --bf16 --out runs/de-en-base
+  qkv train --data ../shared/data/multi30k --src de --tgt en --preset base --precision bf16 --out runs/de-en-base
   # the RNN baselines with the same data, tokenizer, batching, decoding and scoring
   qkv train --data ../shared/data/multi30k --src de --tgt en --arch rnn-attention --out runs/gru-att
   # continue a run that stopped (same --out)

@@ -6,7 +6,7 @@ import argparse
 import itertools
 import sys
 
-from qkv.cli._common import stdin_lines
+from qkv.cli._common import add_precision_option, print_precision, stdin_lines
 from qkv.cli._progress import add_progress_option, progress_factory
 from qkv.cli.options import add_device_options, finite_float, non_negative_int, positive_int
 
@@ -42,6 +42,7 @@ def register(sub) -> None:
                    help="outputs stop at source length + this many tokens (§6.1: 50)")
     add_device_options(p)
     add_progress_option(p)
+    add_precision_option(p, what="decoding")
     p.set_defaults(func=run)
 
 
@@ -54,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     if args.nbest is not None and args.nbest > args.beam:
         raise ValueError(f"--nbest must be 1 … --beam ({args.beam}), got {args.nbest}")
     sentences = [check_text(s, f"argument {i}") for i, s in enumerate(args.sentences, start=1)]
-    translator = open_model(args.model, args.device, "translation")
+    translator = open_model(args.model, args.device, "translation", precision=args.precision)
+    print_precision(args.precision, translator.device)
     translator.max_len_b = args.max_len_b
     if sentences:
         source, name = sentences, None

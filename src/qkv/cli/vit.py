@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
-from qkv.cli._common import resolve_device
+from qkv.cli._common import print_precision, resolve_device
 from qkv.cli._progress import add_progress_option, progress_factory
 from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.cli.options import (
@@ -32,6 +32,7 @@ from qkv.models.vit import PRESETS, ViT, ViTConfig
 from qkv.tasks.image_classification import accuracy, train_image_classifier
 from qkv.train.checkpoint import read_config
 from qkv.train.fit import ClassifyTrainConfig, best_epoch, save_classifier_checkpoint
+from qkv.train.precision import PRECISIONS
 from qkv.train.run_folder import claim_run_folder
 
 # per data set: preset, epochs, lr, batch size, max shift of the augmentation
@@ -52,6 +53,7 @@ TRAIN_OPTIONS = ConfigOptions(
     defaults={"epochs": None, "batch_size": None, "lr": None, "weight_decay": 0.05},
     types=dict(lr=positive_float, weight_decay=non_negative_float, warmup=fraction, label_smoothing=fraction,
                grad_clip=non_negative_float, seed=integer),
+    choices={"precision": PRECISIONS},
     helps={"epochs": f"passes over the training images {_by_data('epochs')}",
            "lr": f"peak learning rate of AdamW {_by_data('lr')}",
            "batch_size": f"images per step {_by_data('batch_size')}"},
@@ -94,6 +96,7 @@ def _train(args, runlog: RunLog) -> int:
     model = ViT(config).to(resolve_device(args.device))
     by_data = {k: d[k] for k in ("epochs", "batch_size", "lr") if getattr(args, k) is None}
     train_cfg = TRAIN_OPTIONS.build(args, **by_data)
+    print_precision(train_cfg.precision, next(model.parameters()).device)
     shift = d["shift"] if args.shift is None else args.shift
     generator = torch.Generator().manual_seed(args.seed)
     print(

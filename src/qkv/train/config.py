@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints, is_int, is_number
+from qkv.train.precision import PRECISIONS
 from qkv.train.schedule import ConstantSchedule, InverseSqrtSchedule, NoamSchedule
 
 SCHEDULES = ("noam", "inverse_sqrt", "constant")
@@ -32,7 +33,10 @@ class TrainConfig(ConfigMixin):
         label_smoothing: ε_ls = 0.1 (§5.4).
         clip_norm: clip the global gradient norm to this value (``None``: no clipping, as in the paper).
         seed: seeds torch / random / numpy (``seed + rank`` per process) and the batch shuffling.
-        bf16: bf16 autocast on CUDA (ignored on CPU; option).
+        precision: ``"fp32"`` (the paper's, bit-for-bit), ``"bf16"`` (autocast on CUDA or CPU; option) or
+            ``"auto"`` (bf16 where the device has fast native bf16, else fp32), see :mod:`qkv.train.precision`;
+            weights, optimizer state and checkpoints stay fp32 either way.
+        bf16: the older spelling of ``precision="bf16"`` (kept: ``True`` sets ``precision`` to ``"bf16"``).
         eval_every_steps: also validate and write ``last`` / ``best`` every N steps (besides each epoch end).
         save_every_steps: also write ``last`` and a periodic checkpoint every N steps.
         keep_checkpoints: periodic checkpoints kept under ``checkpoints/`` for averaging (§6.1: last 5).
@@ -60,6 +64,7 @@ class TrainConfig(ConfigMixin):
     clip_norm: float | None = None
     seed: int = 1
     bf16: bool = False
+    precision: str = "fp32"
     eval_every_steps: int | None = None
     save_every_steps: int | None = None
     keep_checkpoints: int = 5
@@ -78,6 +83,9 @@ class TrainConfig(ConfigMixin):
             )
         for name in ("bf16", "progress", "fsdp", "activation_checkpointing", "compile"):
             check(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.bf16:
+            object.__setattr__(self, "precision", "bf16")  # the alias
         check(
             self.max_time_minutes is None or (is_number(self.max_time_minutes) and self.max_time_minutes > 0),
             f"max_time_minutes must be > 0 or None, got {self.max_time_minutes!r}",

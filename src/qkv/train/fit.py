@@ -32,6 +32,7 @@ from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints,
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.decode.corpus import open_progress
 from qkv.train.checkpoint import save_checkpoint
+from qkv.train.precision import PRECISIONS, autocast, resolve_precision
 
 #: ``step(model, batch) -> (loss, correct, count)``: the mean loss of the batch over its ``count`` items (0: skip
 #: the batch) and how many of them the model got right.
@@ -64,6 +65,8 @@ class ClassifyTrainConfig(ConfigMixin):
         word_dropout: probability of replacing a training token by ``[UNK]`` (token inputs only; 0 = off), see
             :func:`qkv.tasks.text_classification.word_dropout`.
         seed: seeds batching order and dropout.
+        precision: ``"fp32"`` (default), ``"bf16"`` autocast or ``"auto"`` (bf16 where the device has it fast),
+            see :mod:`qkv.train.precision`; the weights and AdamW's state stay fp32.
     """
 
     epochs: int = 4
@@ -75,10 +78,12 @@ class ClassifyTrainConfig(ConfigMixin):
     grad_clip: float = 1.0
     word_dropout: float = 0.0
     seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         check_fit_config(self)
         check_fractions(self, ("label_smoothing", "word_dropout"))
+        check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -94,7 +99,8 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps: int, warmup: float):
     """AdamW with linear warm-up over ``warmup·total_steps`` steps, then linear decay to zero (BERT)."""
-    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-9)
+    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters()) or None  # one kernel per tensor
+    optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-9, fused=fused)
     warm = max(1, int(warmup * total_steps))
 
     def factor(step: int) -> float:
@@ -154,7 +160,8 @@ def fit(
         batches: ``batches(epoch)`` (1-based) yields the epoch's batches, in whatever form ``step`` takes.
         step: turns a batch into ``(loss, correct, count)`` (see :data:`Step`).
         config: ``epochs``, ``lr``, ``weight_decay``, ``warmup`` (a fraction of ``total_steps``), ``grad_clip``
-            (0 = off) and ``seed`` (seeds torch, hence dropout), e.g. a :class:`ClassifyTrainConfig`.
+            (0 = off), ``seed`` (seeds torch, hence dropout) and optionally ``precision`` (bf16 autocast of the
+            forward, see :mod:`qkv.train.precision`), e.g. a :class:`ClassifyTrainConfig`.
         total_steps: optimizer steps in all (the length of the learning-rate schedule).
         evaluate: called after every epoch; its metrics (e.g. ``{"dev_acc": …}``) join the record.
         accuracy_name: the record's key for the training accuracy.
@@ -172,11 +179,14 @@ def fit(
     history, n_steps = [], 0
     best: dict[str, Tensor] | None = None
     bar = open_progress(progress, total=total_steps, desc="train", unit="step")
+    device = next(model.parameters()).device
+    bf16 = resolve_precision(getattr(config, "precision", "fp32"), device) == "bf16"
     for epoch in range(1, config.epochs + 1):
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         for batch in batches(epoch):
-            loss, right, count = step(model, batch)
+            with autocast(device, bf16):  # the loss is computed from fp32 logits inside `step`
+                loss, right, count = step(model, batch)
             if count == 0:
                 continue
             optimizer_step(loss, model, optimizer, scheduler, config.grad_clip)

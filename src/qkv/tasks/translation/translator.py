@@ -21,6 +21,7 @@ from qkv.decode.corpus import open_progress
 from qkv.models.transformer import AttentionMaps
 from qkv.tasks.kinds import check_vocab_fits, expect_kind
 from qkv.train.checkpoint import load_checkpoint
+from qkv.train.precision import autocast, resolve_precision
 
 
 @dataclass
@@ -61,21 +62,25 @@ class Translator:
     kind = "translation"
 
     def __init__(
-        self, model: nn.Module, tokenizers: TokenizerPair, device: str | torch.device = "cpu", max_len_b: int = 50
-    ):
+        self, model: nn.Module, tokenizers: TokenizerPair, device: str | torch.device = "cpu", max_len_b: int = 50,
+        precision: str = "fp32",
+    ):  # fmt: skip
         if not (isinstance(max_len_b, int) and max_len_b >= 0):
             raise ValueError(f"max_len_b must be an int >= 0, got {max_len_b!r}")
         config = getattr(model, "config", None)
         for side, tokenizer in (("src", tokenizers.src), ("tgt", tokenizers.tgt)):
             check_vocab_fits(tokenizer, getattr(config, f"{side}_vocab_size", None), f"{side} tokenizer")
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)  # decoding under bf16 autocast, or fp32
         self.max_len_b = max_len_b  # outputs stop at source length + max_len_b tokens (§6.1: 50)
         self.model = model.to(self.device).eval()
         self.tokenizers = tokenizers
 
     @classmethod
-    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", max_len_b: int = 50) -> Translator:
-        """Load a checkpoint folder (model + tokenizers) written by :func:`qkv.train.checkpoint.save_checkpoint`.
+    def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", max_len_b: int = 50,
+             precision: str = "fp32") -> Translator:  # fmt: skip
+        """Load a checkpoint folder (model + tokenizers) written by :func:`qkv.train.checkpoint.save_checkpoint`;
+        ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``: see :mod:`qkv.train.precision`) is the decoding's.
 
         A checkpoint of another kind (a classifier, a ViT) is refused with one line naming its kind.
         """
@@ -83,7 +88,7 @@ class Translator:
         loaded = load_checkpoint(checkpoint, device=device)
         tokenizers = TokenizerPair.load(loaded.path)
         try:
-            return cls(loaded.model, tokenizers, device, max_len_b)
+            return cls(loaded.model, tokenizers, device, max_len_b, precision=precision)
         except ValueError as err:
             raise ValueError(f"{loaded.path}: {err}") from None
 
@@ -175,15 +180,16 @@ class Translator:
         if not todo:
             return out
         ids = self.encode_sources(sentences, first=first, name=name)
-        hyps = decode_corpus(
-            self.model,
-            [ids[i] for i in todo],
-            beam_size=beam_size,
-            alpha=alpha,
-            max_len_b=self.max_len_b,
-            batch_size=batch_size,
-            on_batch=on_batch,
-        )
+        with autocast(self.device, self.precision == "bf16"):  # one context: the bf16 weight copies are made once
+            hyps = decode_corpus(
+                self.model,
+                [ids[i] for i in todo],
+                beam_size=beam_size,
+                alpha=alpha,
+                max_len_b=self.max_len_b,
+                batch_size=batch_size,
+                on_batch=on_batch,
+            )
         for i, hyp in zip(todo, hyps):
             out[i] = self.tgt_tokenizer.decode(hyp)
         return out
