@@ -140,12 +140,9 @@ def _search(
             return results
         memory, memory_mask = start.memory, start.memory_mask  # (A, S, D), (A, 1, 1, S)
         width = max_steps + 1  # BOS + at most max_steps tokens
-        # A model with grouped cross-attention (qkv.Transformer) takes one memory row for the K beams of a
-        # sentence; others get the memory repeated K times.
         grouped = getattr(model, "grouped_memory", False)
         if not grouped:
-            rows = torch.arange(len(active), device=device).repeat_interleave(k)  # (A·K,)
-            memory, memory_mask = memory.index_select(0, rows), memory_mask.index_select(0, rows)
+            memory, memory_mask = _repeat_rows(memory, k), _repeat_rows(memory_mask, k)  # (A·K, S, D), (A·K, …)
 
         tokens = start.out.index_select(0, active.repeat_interleave(k))  # (A·K, 1 + T): BOS, then PAD
         # Summed log-probabilities of the live beams. All beams start as the same empty prefix: keep only the
@@ -165,18 +162,8 @@ def _search(
             n = len(active)
             logits = next_token_logits(model, tokens, step, memory, memory_mask, cache)  # (A·K, V)
             log_probs = torch.log_softmax(logits, dim=-1)  # (A·K, V) log p(token | beam, x), §3.4
-            per_beam = min(2 * k, log_probs.shape[-1])  # 2K, unless the vocabulary is smaller
-
-            # 1. The 2K best (beam, token) continuations of each sentence, by summed log-probability. Two
-            # stages (K·2K per sentence, then a stable sort) rather than one top-k over K·V: same result, and
-            # each beam's own ranking is never disturbed by rounding in the addition (so K = 1 is greedy).
-            cand_lp, cand_token = log_probs.topk(per_beam, dim=-1)  # (A·K, 2K)
-            cand_scores = (live_scores.view(-1, 1) + cand_lp).view(n, k * per_beam)  # (A, K·2K)
-            order = cand_scores.sort(dim=-1, descending=True, stable=True).indices[:, : 2 * k]  # (A, 2K)
-            top_scores = cand_scores.gather(1, order)  # (A, 2K)
-            top_tokens = cand_token.view(n, k * per_beam).gather(1, order)  # (A, 2K)
-            sentence_base = torch.arange(n, device=device)[:, None] * k  # (A, 1): first row of each sentence
-            top_parent = order // per_beam + sentence_base  # (A, 2K): the row (in A·K) each extends
+            # 1. The 2K best (beam, token) continuations of each sentence, by summed log-probability.
+            top_scores, top_tokens, top_parent = _top_candidates(log_probs, live_scores, k)  # each (A, 2K)
 
             # 2. EOS candidates in the top K finish (normalized by the length penalty).
             lp = length_penalty(length, alpha)
@@ -230,6 +217,31 @@ def _search(
                 cache.reorder(parent)  # the cache follows the beams (and loses the finished sentences)
 
         return results
+
+
+def _repeat_rows(x: Tensor, k: int) -> Tensor:
+    """Each row of ``x`` ``(A, …)`` K times, ``(A·K, …)``: the memory of a model without grouped cross-attention
+    (qkv.Transformer takes one memory row for the K beams of a sentence)."""
+    return x.index_select(0, torch.arange(x.shape[0], device=x.device).repeat_interleave(k))
+
+
+def _top_candidates(log_probs: Tensor, live_scores: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The 2K best ``(beam, token)`` continuations of each sentence: their summed log-probabilities, tokens and
+    parent rows (into the A·K beams), each ``(A, 2K)``, from ``log_probs`` ``(A·K, V)`` and ``live_scores``
+    ``(A, K)``.
+
+    Two stages (K·2K per sentence, then a stable sort) rather than one top-k over K·V: same result, and each
+    beam's own ranking is never disturbed by rounding in the addition (so K = 1 is greedy).
+    """
+    n = live_scores.shape[0]
+    per_beam = min(2 * k, log_probs.shape[-1])  # 2K, unless the vocabulary is smaller
+    cand_lp, cand_token = log_probs.topk(per_beam, dim=-1)  # (A·K, 2K)
+    cand_scores = (live_scores.view(-1, 1) + cand_lp).view(n, k * per_beam)  # (A, K·2K)
+    order = cand_scores.sort(dim=-1, descending=True, stable=True).indices[:, : 2 * k]  # (A, 2K)
+    top_scores = cand_scores.gather(1, order)  # (A, 2K)
+    top_tokens = cand_token.view(n, k * per_beam).gather(1, order)  # (A, 2K)
+    sentence_base = torch.arange(n, device=log_probs.device)[:, None] * k  # (A, 1): first row of each sentence
+    return top_scores, top_tokens, order // per_beam + sentence_base  # parent: the row (in A·K) each extends
 
 
 def _collect(results: list[list[Hypothesis]], rows: Tensor, tokens: Tensor, scores: Tensor) -> None:
