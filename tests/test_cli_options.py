@@ -118,7 +118,8 @@ def test_train_flags_are_the_train_config_fields_with_its_defaults():
     args = build_parser().parse_args(TRAIN)
     assert train_config_from_args(args) == TrainConfig(max_epochs=10)  # no default typed twice
     flags = {f.name for f in TRAIN_OPTIONS.fields()}
-    assert flags == set(TrainConfig.__dataclass_fields__)
+    assert flags == set(TrainConfig.__dataclass_fields__) - {"bf16"}  # --bf16 is an alias of --precision bf16
+    assert train_config_from_args(build_parser().parse_args([*TRAIN, "--bf16"])).precision == "bf16"
     args = build_parser().parse_args([*TRAIN, "--epochs", "2", "--warmup", "7", "--no-progress", "--adam-beta2", "0.9"])
     config = train_config_from_args(args)
     assert (config.max_epochs, config.warmup_steps, config.progress, config.adam_beta2) == (2, 7, False, 0.9)

@@ -74,6 +74,7 @@ def setup_logging(verbose: bool = False) -> None:
 #: the flags of TrainConfig (``qkv train``): one per field, spelled as they always were
 TRAIN_OPTIONS = ConfigOptions(
     TrainConfig,
+    skip=("bf16",),  # the older spelling of precision="bf16": --bf16 below sets --precision
     rename={"max_epochs": "epochs", "max_time_minutes": "max_minutes", "warmup_steps": "warmup",
             "eval_every_steps": "eval_every", "save_every_steps": "save_every", "log_every_steps": "log_every"},
     negate={"progress": "no_progress"},
@@ -100,7 +101,6 @@ TRAIN_OPTIONS = ConfigOptions(
         "activation_checkpointing": "recompute activations in the backward pass (less memory)",
         "precision": "fp32 (the paper's numbers), bf16 autocast, or auto = bf16 on CUDA and on CPUs with "
                      "AVX512-BF16/AMX, else fp32 (weights and checkpoints stay fp32)",
-        "bf16": "= --precision bf16 (the older spelling)",
     },
 )  # fmt: skip
 
@@ -113,6 +113,12 @@ def add_precision_option(group, what: str = "training") -> None:
         help=f"{what} precision: fp32 (default: the paper's numbers), bf16 autocast, or auto = bf16 on CUDA "
         "and on CPUs with AVX512-BF16/AMX, else fp32",
     )  # fmt: skip
+    add_bf16_alias(group)
+
+
+def add_bf16_alias(group) -> None:
+    """``--bf16``, the older spelling of ``--precision bf16`` (for the commands whose ``--precision`` comes from
+    a config field)."""
     group.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="= --precision bf16")
 
 
@@ -125,6 +131,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     """Options of :class:`qkv.train.config.TrainConfig` (paper defaults, §5), derived from its fields."""
     g = p.add_argument_group("training (§5 of the paper)")
     TRAIN_OPTIONS.add_to(g)
+    add_bf16_alias(g)
 
 
 def train_config_from_args(args: argparse.Namespace, **resolved: Any) -> TrainConfig:

@@ -32,13 +32,13 @@ TRAIN_OPTIONS = {
     "max_tokens": "max_tokens", "accum_steps": "accum_steps", "max_steps": "max_steps", "max_epochs": "epochs",
     "max_time_minutes": "max_minutes", "lr_schedule": "lr_schedule", "warmup_steps": "warmup", "lr": "lr",
     "lr_scale": "lr_scale", "label_smoothing": "label_smoothing", "clip_norm": "clip_norm", "seed": "seed",
-    "bf16": "bf16", "eval_every_steps": "eval_every", "save_every_steps": "save_every",
+    "eval_every_steps": "eval_every", "save_every_steps": "save_every",
     "keep_checkpoints": "keep_checkpoints", "log_every_steps": "log_every", "progress": "no_progress",
     "fsdp": "fsdp", "activation_checkpointing": "activation_checkpointing", "compile": "compile",
     "precision": "precision", "adam_beta1": "adam_beta1", "adam_beta2": "adam_beta2", "adam_eps": "adam_eps",
     "weight_decay": "weight_decay",
 }
-NOT_OPTIONS: tuple[str, ...] = ()
+NOT_OPTIONS = ("bf16",)  # --bf16 sets --precision
 LIMITS = ("max_steps", "max_epochs", "max_time_minutes")
 #: TrainConfig fields a resumed run may not change (the sampler's batches and the saved RNG states).
 REFUSED_TRAIN = ("seed", "max_tokens")

@@ -13,7 +13,14 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
-from qkv.cli._common import add_set_option, parse_overrides, print_precision, resolve_device, stdin_lines
+from qkv.cli._common import (
+    add_bf16_alias,
+    add_set_option,
+    parse_overrides,
+    print_precision,
+    resolve_device,
+    stdin_lines,
+)
 from qkv.cli._progress import add_progress_option, progress_factory
 from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.cli.options import (
@@ -245,6 +252,7 @@ def _common(p, command: str, options: ConfigOptions) -> None:
     p.add_argument("--out", required=True, help="folder to write the model to")
     p.add_argument("--overwrite", action="store_true", help="delete what --out holds and start afresh")
     options.add_to(p)
+    add_bf16_alias(p)
     p.add_argument("--preset", default="sst2", choices=sorted(PRESETS), help="model size (ClassifierConfig)")
     MODEL_OPTIONS.add_to(p)
     add_set_option(p)

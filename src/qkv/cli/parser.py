@@ -189,7 +189,7 @@ def _known_keys(parser, sections: Sequence[ConfigOptions]) -> dict[str, tuple[ar
         hidden = action.help is argparse.SUPPRESS or not action.option_strings
         if hidden or action.dest in ("config", "help", "version"):
             continue
-        known[action.dest] = (action, False)
+        known.setdefault(action.dest, (action, False))  # a dest's first option (not a later alias such as --bf16)
         for option in action.option_strings:
             if option.startswith("--"):
                 known[_key(option)] = (action, False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from qkv.cli import CliError
-from qkv.cli._common import print_precision, resolve_device
+from qkv.cli._common import add_bf16_alias, print_precision, resolve_device
 from qkv.cli._progress import add_progress_option, progress_factory
 from qkv.cli._runlog import RunLog, add_tensorboard_option
 from qkv.cli.options import (
@@ -202,6 +202,7 @@ def register(sub) -> None:
     t.add_argument("--overwrite", action="store_true", help="delete what --out holds and start afresh")
     t.add_argument("--preset", choices=sorted(PRESETS), help="model size (default: by data set)")
     TRAIN_OPTIONS.add_to(t)
+    add_bf16_alias(t)
     shift = f"random-shift augmentation in pixels, 0 = off {_by_data('shift')}"
     t.add_argument("--shift", type=non_negative_int, help=shift)
     add_device_options(t)
