@@ -302,7 +302,8 @@ def profile_table(config, batches, args, device, dtype, rows: int = 15) -> str:
     return title + "\n" + prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The options, before the per-device defaults are filled in."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -329,8 +330,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="finally profile N qkv eager steps with torch.profiler (0: off)")
     parser.add_argument("--curve-steps", type=int, help="steps of the eager-vs-compiled loss curve of qkv "
                         "(default: 50 on CUDA, 10 on CPU; 0 to skip)")
-    args = parser.parse_args(argv)
+    return parser, parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse_args(argv)
     if args.precision is not None:
         args.dtype = resolve_precision(args.precision, pick_device(args.device))
     device, dtype = setup_device(args)
@@ -384,6 +388,16 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # a baseline failing to compile must not hide the other numbers
                 print(f"{label}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
 
+    print_results(results)
+    if args.compile and args.curve_steps > 0 and "qkv" in names:
+        print_loss_curves(config, batches, args, device, dtype, peak)
+    if args.profile > 0:
+        print(profile_table(config, batches, args, device, dtype))
+    return 0
+
+
+def print_results(results: list[Result]) -> None:
+    """The table of every run, then qkv against the best other implementation, eager and compiled."""
     rows = [
         {
             "model": r.name,
@@ -413,18 +427,17 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {mode}: qkv / best other = {a[0].tokens_per_s / other.tokens_per_s:.2f}× "
                       f"(vs {other.name})")
 
-    if args.compile and args.curve_steps > 0 and "qkv" in names:
-        print(f"  running qkv loss curves ({args.curve_steps} steps, dropout 0) …", file=sys.stderr)
-        eager, compiled = loss_curves(config, batches, args, device, dtype, peak)
-        diffs = [abs(a - b) for a, b in zip(eager, compiled)]
-        print(f"qkv loss curve, eager vs compiled, same seed and batches, dropout 0 ({len(diffs)} steps):")
-        print("  step   eager      compiled   |diff|")
-        for i, (a, b, d) in enumerate(zip(eager, compiled, diffs)):
-            print(f"  {i:4d}   {a:.6f}   {b:.6f}   {d:.2e}")
-        print(f"  max |diff| = {max(diffs):.2e} (loss fell {eager[0]:.3f} -> {eager[-1]:.3f})")
-    if args.profile > 0:
-        print(profile_table(config, batches, args, device, dtype))
-    return 0
+
+def print_loss_curves(config, batches, args, device, dtype, peak) -> None:
+    """qkv eager and compiled from the same seed and batches: the losses must agree step by step."""
+    print(f"  running qkv loss curves ({args.curve_steps} steps, dropout 0) …", file=sys.stderr)
+    eager, compiled = loss_curves(config, batches, args, device, dtype, peak)
+    diffs = [abs(a - b) for a, b in zip(eager, compiled)]
+    print(f"qkv loss curve, eager vs compiled, same seed and batches, dropout 0 ({len(diffs)} steps):")
+    print("  step   eager      compiled   |diff|")
+    for i, (a, b, d) in enumerate(zip(eager, compiled, diffs)):
+        print(f"  {i:4d}   {a:.6f}   {b:.6f}   {d:.2e}")
+    print(f"  max |diff| = {max(diffs):.2e} (loss fell {eager[0]:.3f} -> {eager[-1]:.3f})")
 
 
 if __name__ == "__main__":
