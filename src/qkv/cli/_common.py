@@ -123,8 +123,10 @@ def add_bf16_alias(group) -> None:
 
 
 def print_precision(precision: str, device) -> None:
-    """Say on stderr what ``--precision`` became on ``device`` (``auto`` -> bf16 or fp32, and why)."""
-    print(describe_precision(precision, device), file=sys.stderr)
+    """Say on stderr what ``--precision`` became on ``device`` (``auto`` -> bf16 or fp32, and why); silent for
+    the default fp32, so that plain commands print only their results."""
+    if precision != "fp32":
+        print(describe_precision(precision, device), file=sys.stderr)
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:

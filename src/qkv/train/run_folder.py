@@ -25,6 +25,10 @@ RUN_ENTRIES = ("last", "best", "averaged", "checkpoints", "results.json", "model
                ".last.tmp", ".last.old")
 
 
+#: What a run that failed before training leaves (its logs): not a run, so a new one may start over them.
+LOG_ENTRIES = ("metrics.jsonl", "train.log", "curves.png", "tensorboard")
+
+
 def run_entries(folder: str | Path) -> list[str]:
     """The names in ``folder`` (sorted; ``[]`` when it is missing or empty)."""
     folder = Path(folder)
@@ -42,7 +46,7 @@ def check_run_folder(folder: str | Path, *, resume: bool, overwrite: bool, can_r
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out, --overwrite deletes it: give one of them")
     entries = run_entries(folder)
-    if resume or overwrite or not entries:
+    if resume or overwrite or all(name in LOG_ENTRIES for name in entries):  # empty, or a failed start's logs
         return
     shown = ", ".join(entries[:6]) + (f", … ({len(entries)} entries)" if len(entries) > 6 else "")
     what = "holds a run" if holds_run(folder) else "is not empty"
