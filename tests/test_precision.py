@@ -229,3 +229,9 @@ def test_translator_decodes_under_the_precision_it_was_given(copier):
     assert set(seen) == {torch.bfloat16}
     assert sum(a == b for a, b in zip(fp32, bf16)) >= 0.8 * len(sentences)
 
+
+
+def test_pretrain_has_no_precision_flag_to_ignore():
+    # MLM pre-training runs in fp32 only: --bf16 must be refused there, not accepted and ignored
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["classify", "pretrain", "--data", "d", "--out", "o", "--bf16"])

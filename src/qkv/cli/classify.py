@@ -252,7 +252,8 @@ def _common(p, command: str, options: ConfigOptions) -> None:
     p.add_argument("--out", required=True, help="folder to write the model to")
     p.add_argument("--overwrite", action="store_true", help="delete what --out holds and start afresh")
     options.add_to(p)
-    add_bf16_alias(p)
+    if "precision" in {f.name for f in options.fields()}:  # classify train; pretrain (MLMConfig) has no precision
+        add_bf16_alias(p)
     p.add_argument("--preset", default="sst2", choices=sorted(PRESETS), help="model size (ClassifierConfig)")
     MODEL_OPTIONS.add_to(p)
     add_set_option(p)

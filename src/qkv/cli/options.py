@@ -51,20 +51,23 @@ def integer(text: str) -> int:
     return _integer(text)
 
 
+def _checked(value, ok: bool, expected: str, text: str):
+    """``value`` if ``ok``, else the ArgumentTypeError ``expected …, got 'text'``."""
+    if not ok:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer >= 1 (batch sizes, beam sizes, counts)."""
     value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
+    return _checked(value, value >= 1, "an integer >= 1", text)
 
 
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (warm-up steps)."""
     value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
+    return _checked(value, value >= 0, "an integer >= 0", text)
 
 
 def finite_float(text: str) -> float:
@@ -75,25 +78,19 @@ def finite_float(text: str) -> float:
 def positive_float(text: str) -> float:
     """A finite number > 0 (learning rates, minutes)."""
     value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
+    return _checked(value, value > 0, "a number > 0", text)
 
 
 def non_negative_float(text: str) -> float:
     """A finite number >= 0 (weight decay, length penalty)."""
     value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
+    return _checked(value, value >= 0, "a number >= 0", text)
 
 
 def fraction(text: str) -> float:
     """A number in [0, 1) (dropouts, label smoothing, Adam's betas)."""
     value = _number(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+    return _checked(value, 0.0 <= value < 1.0, "a number in [0, 1)", text)
 
 
 def device_name(text: str) -> str:
