@@ -2,17 +2,22 @@
 
 Every implementation is the same encoder-decoder (the qkv preset's sizes, one shared vocabulary tied to the
 output layer, sinusoidal positions, post-LN), trained with the same loss (label-smoothed cross-entropy,
-ε = 0.1, §5.4) and optimizer (Adam, β = (0.9, 0.98), ε = 1e-9, §5.3) on the same synthetic batches:
+ε = 0.1, §5.4: qkv's own one-pass implementation for qkv, ``F.cross_entropy`` for the others; ``--loss
+shared`` gives every implementation ``F.cross_entropy``) and optimizer (Adam, β = (0.9, 0.98), ε = 1e-9,
+§5.3) on the same synthetic batches:
 
 - ``qkv``:    :class:`qkv.Transformer`;
 - ``torch``:  ``torch.nn.Transformer`` with embeddings, positional encoding and the tied generator around it
   (it adds a final LayerNorm to each stack, which qkv's post-LN model does not have);
 - ``marian``: ``transformers.MarianMTModel`` with SDPA attention (skipped if ``transformers`` is absent).
 
-Each in eager mode and under ``torch.compile`` (``--no-compile`` to skip). Printed for each: step time
-(median), target tokens/s, MFU and peak memory; then the ratio of qkv to the best other implementation, and
-the loss curve of qkv's first steps eager vs compiled from the same seed (dropout 0, so the two runs see
-the same computation): the compiled fast path must train the same.
+Each in eager mode and under ``torch.compile`` (``--no-compile`` to skip). On CPU every run is built and
+warmed up first, then all are timed round-robin, one step of each per round, so that a shared machine's
+changing load hits them alike (on CUDA one after the other). Printed for each: step time (median), target
+tokens/s, MFU and peak memory (on CPU the process RSS during that run's warm-up, the other models included);
+then the ratio of qkv to the best other implementation, and the loss curve of qkv's first steps eager vs
+compiled from the same seed (dropout 0, so the two runs see the same computation): the compiled fast path
+must train the same.
 
 MFU = model FLOPs per step / step time / the device's dense matmul rate *measured here* (bf16 on GPU, fp32
 on CPU, an 8192² / 1024² matmul), not the datasheet peak. Model FLOPs = 3 × forward matmul FLOPs (backward =
@@ -52,9 +57,11 @@ from torch import Tensor, nn
 import qkv
 from _common import (
     PeakMemory,
+    Timing,
     add_device_options,
     autocast,
     benchmark,
+    compare,
     environment,
     format_table,
     human,
@@ -66,6 +73,7 @@ from _common import (
 )
 from qkv.decode import BOS, EOS, PAD
 from qkv.nn.positional import sinusoidal_table
+from qkv.train.loss import label_smoothed_cross_entropy
 from qkv.train.precision import PRECISIONS, describe_precision, resolve_precision
 
 IMPLEMENTATIONS = ("qkv", "torch", "marian")
@@ -148,15 +156,24 @@ BUILDERS: dict[str, Callable[[qkv.TransformerConfig], nn.Module]] = {
 
 
 class WithLoss(nn.Module):
-    """Model + label-smoothed cross-entropy (§5.4), so that ``torch.compile`` sees the whole forward."""
+    """Model + label-smoothed cross-entropy (§5.4), so that ``torch.compile`` sees the whole forward.
 
-    def __init__(self, model: nn.Module, epsilon: float = 0.1) -> None:
+    ``own_loss``: qkv's own loss, :func:`qkv.train.label_smoothed_cross_entropy` (one chunked pass for the
+    loss and its gradient, what ``qkv train`` runs); otherwise ``F.cross_entropy`` on fp32 logits (PyTorch's
+    standard, what the other implementations' users call).
+    """
+
+    def __init__(self, model: nn.Module, epsilon: float = 0.1, own_loss: bool = False) -> None:
         super().__init__()
         self.model = model
         self.epsilon = epsilon
+        self.own_loss = own_loss
 
     def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
         logits = self.model(src, tgt_in)  # (B, T, V)
+        if self.own_loss:
+            loss_sum, _, n = label_smoothed_cross_entropy(logits, tgt_out, self.epsilon, PAD)
+            return loss_sum / n
         return F.cross_entropy(
             logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=PAD, label_smoothing=self.epsilon
         )
@@ -209,16 +226,24 @@ class Result:
     losses: list[float]
 
 
-def run(
-    name: str, compiled: bool, config: qkv.TransformerConfig, batches, args, device, dtype, peak_flops: float
-) -> Result:
-    """Build ``name`` from seed 0, run ``args.warmup`` untimed then ``args.steps`` timed training steps."""
-    torch._dynamo.reset()  # drop the graphs (and the parameters they reference) of the previous model
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+@dataclass
+class Trainee:
+    """One implementation built, warmed up and ready: ``step()`` runs one training step."""
+
+    name: str
+    step: Callable[[], None]
+    losses: list[Tensor]
+    warmup_s: float
+    host_sync: str
+    peak_bytes: int
+    memory_kind: str
+
+
+def prepare(name: str, compiled: bool, config: qkv.TransformerConfig, batches, args, device, dtype) -> Trainee:
+    """Build ``name`` from seed 0 and run ``args.warmup`` untimed training steps (compilation included)."""
     torch.manual_seed(0)
-    model = WithLoss(BUILDERS[name](config)).to(device)
+    own_loss = name == "qkv" and args.loss == "own"
+    model = WithLoss(BUILDERS[name](config), own_loss=own_loss).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, **ADAM[args.adam])
     forward = torch.compile(model, mode=args.compile_mode) if compiled else model
     losses: list[Tensor] = []
@@ -234,9 +259,10 @@ def run(
         losses.append(loss.detach())  # no .item(): reading the loss would make the host wait for the device
 
     t0 = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    synchronize(device)
+    with PeakMemory(device) as mem:
+        for _ in range(args.warmup):
+            step()
+        synchronize(device)
     warmup_s = time.perf_counter() - t0
     host_sync = "n/a (cpu)"
     if device.type == "cuda":
@@ -247,21 +273,68 @@ def run(
         except RuntimeError as err:
             host_sync = f"yes: {str(err).splitlines()[0][:60]}"
             optimizer.zero_grad(set_to_none=True)
-    with PeakMemory(device) as mem:
-        timing = benchmark(step, device, warmup=0, iters=args.steps)
+    label = f"{name} {'compiled' if compiled else 'eager'}"
+    return Trainee(label, step, losses, warmup_s, host_sync, mem.peak_bytes, mem.kind)
+
+
+def result(trainee: Trainee, timing: Timing, config: qkv.TransformerConfig, batches, peak_flops: float) -> Result:
     b, t = batches[0][1].shape
     flops = training_flops(config, b, batches[0][0].shape[1], t)
     return Result(
-        name=f"{name} {'compiled' if compiled else 'eager'}",
+        name=trainee.name,
         step_s=timing.median,
         tokens_per_s=b * t / timing.median,
         mfu=flops / timing.median / peak_flops,
-        peak_bytes=mem.peak_bytes,
-        memory_kind=mem.kind,
-        warmup_s=warmup_s,
-        host_sync=host_sync,
-        losses=torch.stack(losses).float().cpu().tolist(),
+        peak_bytes=trainee.peak_bytes,
+        memory_kind=trainee.memory_kind,
+        warmup_s=trainee.warmup_s,
+        host_sync=trainee.host_sync,
+        losses=torch.stack(trainee.losses).float().cpu().tolist(),
     )
+
+
+def reset_compiled(device: torch.device) -> None:
+    """Drop the graphs (and the parameters they reference) of the previous model."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run(
+    name: str, compiled: bool, config: qkv.TransformerConfig, batches, args, device, dtype, peak_flops: float
+) -> Result:
+    """Build ``name`` from seed 0, run ``args.warmup`` untimed then ``args.steps`` timed training steps."""
+    reset_compiled(device)
+    trainee = prepare(name, compiled, config, batches, args, device, dtype)
+    return result(trainee, benchmark(trainee.step, device, warmup=0, iters=args.steps), config, batches, peak_flops)
+
+
+def run_all(runs: list[tuple[str, bool]], config, batches, args, device, dtype, peak_flops: float) -> list[Result]:
+    """Every ``(name, compiled)`` run. On CUDA one after the other. On CPU all are built and warmed up first,
+    then timed round-robin, one step of each per round (:func:`compare`), so that a change of load on a shared
+    machine hits every implementation alike: the ratios are measured side by side."""
+    if device.type == "cuda":
+        results = []
+        for name, compiled in runs:
+            label = f"{name} {'compiled' if compiled else 'eager'}"
+            print(f"  running {label} …", file=sys.stderr, flush=True)
+            try:
+                results.append(run(name, compiled, config, batches, args, device, dtype, peak_flops))
+            except Exception as err:  # a baseline failing to compile must not hide the other numbers
+                print(f"{label}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+        return results
+    trainees = []
+    for name, compiled in runs:
+        label = f"{name} {'compiled' if compiled else 'eager'}"
+        print(f"  warming up {label} …", file=sys.stderr, flush=True)
+        try:
+            trainees.append(prepare(name, compiled, config, batches, args, device, dtype))
+        except Exception as err:
+            print(f"{label}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+    print(f"  timing {len(trainees)} runs round-robin, {args.steps} steps each …", file=sys.stderr, flush=True)
+    timings = compare({t.name: t.step for t in trainees}, device, warmup=0, iters=args.steps)
+    return [result(t, timings[t.name], config, batches, peak_flops) for t in trainees]
 
 
 def loss_curves(config, batches, args, device, dtype, peak_flops) -> tuple[list[float], list[float]]:
@@ -279,7 +352,7 @@ def profile_table(config, batches, args, device, dtype, rows: int = 15) -> str:
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     torch.manual_seed(0)
-    model = WithLoss(qkv.Transformer(config)).to(device)
+    model = WithLoss(qkv.Transformer(config), own_loss=args.loss == "own").to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, **ADAM[args.adam])
     cycle = itertools.cycle(batches)
 
@@ -326,6 +399,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "bf16 autocast where the device has fast bf16 (qkv's --precision auto), else fp32")
     parser.add_argument("--adam", choices=sorted(ADAM), default="fused", help="Adam implementation, the same "
                         "for every model (default fused; loop = the for-loop)")
+    parser.add_argument("--loss", choices=("own", "shared"), default="own", help="own (default): qkv trains "
+                        "with its own loss (qkv.train.label_smoothed_cross_entropy, as qkv train does), the others "
+                        "with F.cross_entropy; shared: F.cross_entropy for every implementation")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="finally profile N qkv eager steps with torch.profiler (0: off)")
     parser.add_argument("--curve-steps", type=int, help="steps of the eager-vs-compiled loss curve of qkv "
@@ -378,16 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_precision(args.precision, device))
     print(f"measured matmul rate: {human(peak, 'FLOP/s')} ({dtype}); model FLOPs/step: {human(step_flops)}")
 
-    results: list[Result] = []
-    for name in names:
-        for compiled in (False, True) if args.compile else (False,):
-            label = f"{name} {'compiled' if compiled else 'eager'}"
-            print(f"  running {label} …", file=sys.stderr, flush=True)
-            try:
-                results.append(run(name, compiled, config, batches, args, device, dtype, peak))
-            except Exception as err:  # a baseline failing to compile must not hide the other numbers
-                print(f"{label}: failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
-
+    runs = [(name, compiled) for name in names for compiled in ((False, True) if args.compile else (False,))]
+    results = run_all(runs, config, batches, args, device, dtype, peak)
     print_results(results)
     if args.compile and args.curve_steps > 0 and "qkv" in names:
         print_loss_curves(config, batches, args, device, dtype, peak)

@@ -316,3 +316,24 @@ def test_attention_dropout_only_in_train_mode():
     a, _ = mha(x, x, x)
     b, _ = mha(x, x, x)
     torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("is_causal", [False, True])
+def test_bf16_on_cpu_takes_the_written_out_path_and_matches_fused_fp32(is_causal):
+    """In bf16 on a CPU, Eq. 1 is computed written out (PyTorch's fused CPU kernel is slower there); the
+    result must be what F.scaled_dot_product_attention gives, and masked rows must still be zeros."""
+    from qkv.nn.attention import fused_kernel_pays
+
+    q, k, v = (torch.randn(2, 3, 6, 8) for _ in range(3))
+    assert fused_kernel_pays(q) and not fused_kernel_pays(q.bfloat16())
+    mask = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    mask[1, :, 2] = False  # query 2 of sentence 1 may attend to nothing
+    out, weights = sdpa(
+        q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, is_causal=is_causal, need_weights=False
+    )
+    assert weights is None and out.dtype == torch.bfloat16
+    allowed = mask & torch.ones(6, 6, dtype=torch.bool).tril() if is_causal else mask
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed | ~allowed.any(-1, True))
+    reference = reference * allowed.any(-1, True)
+    assert torch.allclose(out.float(), reference, atol=3e-2)
+    assert torch.all(out[1, :, 2] == 0)

@@ -72,6 +72,40 @@ def test_bf16_logits_are_scored_in_float32_and_shape_errors_are_clear():
     assert perplexity(math.log(5.0)) == pytest.approx(5.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("chunk", [1, 40, 1 << 18])  # one row, several rows with a ragged last chunk, all rows
+def test_gradient_equals_torch_in_every_chunking(dtype, chunk, monkeypatch):
+    """The loss computes its gradient in the forward pass, chunk by chunk: it must be autograd's gradient of
+    F.cross_entropy (label smoothing, padding ignored), for any chunk size, and leave the logits untouched."""
+    import qkv.train.loss as loss_module
+
+    monkeypatch.setattr(loss_module, "CHUNK_ELEMENTS", chunk)
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 11).to(dtype).requires_grad_()
+    before = logits.detach().clone()
+    target = torch.randint(1, 11, (3, 7))
+    target[1, 3:] = 0
+    loss, nll, _ = label_smoothed_cross_entropy(logits, target, epsilon=0.1, ignore_index=0)
+    (loss * 0.5).backward()  # the backward pass scales by the incoming gradient
+    ours = logits.grad.float()
+    assert torch.equal(logits.detach(), before)
+    reference = logits.detach().float().requires_grad_()
+    ref_loss = F.cross_entropy(
+        reference.view(-1, 11), target.view(-1), label_smoothing=0.1, ignore_index=0, reduction="sum"
+    )
+    (ref_loss * 0.5).backward()
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    assert torch.allclose(ours, reference.grad, atol=tol)
+    assert logits.grad.dtype == dtype and not nll.requires_grad
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss2, _, _ = label_smoothed_cross_entropy(logits, target)
+        loss2.backward(retain_graph=True)
+        loss2.backward()
+    with torch.no_grad():  # evaluation: the same value, no gradient kept
+        assert label_smoothed_cross_entropy(logits, target)[0].item() == pytest.approx(loss.item(), rel=1e-6)
+
+
 def test_noam_is_eq3():
     s = NoamSchedule(d_model=512, warmup_steps=4000)
     for step in (1, 10, 3999, 4000, 4001, 100_000):

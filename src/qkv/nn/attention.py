@@ -37,7 +37,9 @@ def scaled_dot_product_attention(
 
     With ``need_weights=True`` (the default) it is written out step by step and returns the weights. With
     ``need_weights=False`` it calls :func:`torch.nn.functional.scaled_dot_product_attention`, which dispatches
-    to fused FlashAttention / memory-efficient kernels on a GPU; both paths compute the same output.
+    to fused FlashAttention / memory-efficient kernels on a GPU; both paths compute the same output. (In bf16 or
+    fp16 on a CPU the written-out path is the faster one and is used, without returning weights: see
+    :func:`fused_kernel_pays`.)
 
     A query whose mask row allows no key gets an output of zeros and weights of zeros (never NaN), in any
     dtype: no ``-1e9`` fills.
@@ -73,12 +75,13 @@ def scaled_dot_product_attention(
     t_q, t_k = q.shape[-2], k.shape[-2]
     if mask is not None:
         check_mask(mask, tuple(q.shape[:-2]), t_q, t_k)
+    fused = not need_weights and not hard and fused_kernel_pays(q)
     if is_causal:
-        if mask is None and not need_weights and t_q == t_k and not hard:
+        if mask is None and fused and t_q == t_k:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
         mask = combine_masks(mask, causal_mask(t_q, t_k, device=q.device))
 
-    if not need_weights and not hard:
+    if fused:
         if mask is None or rows_have_keys:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
         # A row with no allowed key would be NaN in some kernels: let it attend everywhere, then zero it.
@@ -101,6 +104,15 @@ def scaled_dot_product_attention(
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
     out = dropped @ v  # (..., T_q, d_v) = weights·V
     return out, weights if need_weights else None
+
+
+def fused_kernel_pays(q: Tensor) -> bool:
+    """Whether :func:`torch.nn.functional.scaled_dot_product_attention` is the faster way to compute Eq. 1 for
+    queries like ``q``: everywhere except in bf16/fp16 on a CPU, where PyTorch's fused CPU kernel is several
+    times slower than the two matrix products and the softmax written out (measured with torch 2.13 on an
+    AVX512-BF16 Xeon, B=48, H=4, T=32, Dh=64, forward + backward: 3–9 ms explicit vs 16–70 ms fused; see
+    docs/performance.md). Both compute the same function; only the kernel differs."""
+    return q.device.type != "cpu" or q.dtype == torch.float32 or q.dtype == torch.float64
 
 
 def hard_attention_weights(soft: Tensor) -> Tensor:

@@ -25,7 +25,8 @@ def label_smoothed_cross_entropy(
     """Label-smoothed cross-entropy summed over the non-pad tokens (§5.4).
 
     Matches ``F.cross_entropy(logits, target, label_smoothing=epsilon, ignore_index=ignore_index,
-    reduction="sum")``; computed in float32 whatever the logits' dtype (bf16 autocast).
+    reduction="sum")``, value and gradient; computed in float32 whatever the logits' dtype (bf16 autocast),
+    in one chunked pass that also computes the gradient (see :class:`_SmoothedCrossEntropy`).
 
     Args:
         logits: ``(B, T, V)`` (or ``(N, V)``) unnormalized scores.
@@ -52,16 +53,66 @@ def label_smoothed_cross_entropy(
         )
     if not 0.0 <= epsilon < 1.0:
         raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
-    lprobs = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
-    keep = target != ignore_index  # (B, T)
-    safe_target = target.masked_fill(~keep, 0)
-    nll = -lprobs.gather(-1, safe_target.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    smooth = -lprobs.mean(dim=-1)  # (B, T): mean over the vocabulary of −log p_v
-    loss = (1.0 - epsilon) * nll + epsilon * smooth
-    zero = torch.zeros((), dtype=loss.dtype, device=loss.device)
-    loss_sum = torch.where(keep, loss, zero).sum()
-    nll_sum = torch.where(keep, nll, zero).sum()
-    return loss_sum, nll_sum.detach(), keep.sum()
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # (N_all, V)
+    flat_target = target.reshape(-1)  # (N_all,)
+    want_grad = torch.is_grad_enabled() and logits.requires_grad
+    loss_sum, nll_sum = _SmoothedCrossEntropy.apply(flat_logits, flat_target, epsilon, ignore_index, want_grad)
+    return loss_sum, nll_sum, (target != ignore_index).sum()
+
+
+#: fp32 elements of logits processed at once: a chunk's temporaries stay in the CPU cache instead of making
+#: several passes over the full (N, V) tensor in memory.
+CHUNK_ELEMENTS = 1 << 18
+
+
+class _SmoothedCrossEntropy(torch.autograd.Function):
+    """One pass over the logits, chunk by chunk in fp32, for the loss *and* its gradient.
+
+    The gradient of the summed loss with respect to the logits z of one non-pad token with target y is
+
+        ∂loss/∂z_v = softmax(z)_v − (1 − ε)·[v = y] − ε / V          (0 for a padding position)
+
+    so it is computed in the forward pass from the same chunk (no fp32 log-probabilities of the whole batch
+    are kept for the backward pass) and stored in the logits' dtype; backward only scales it. The unfused
+    computation — a float32 copy, log_softmax, gather, mean and their backward passes, each over the full
+    (N, V) tensor — was about a quarter of a CPU training step (issue 17; see docs/performance.md).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, target: Tensor, epsilon: float, ignore_index: int, want_grad: bool):
+        n, v = logits.shape
+        keep = target != ignore_index  # (N,)
+        safe_target = target.masked_fill(~keep, 0).unsqueeze(-1)  # (N, 1)
+        nll = torch.empty(n, dtype=torch.float32, device=logits.device)  # −log p_y
+        smooth = torch.empty_like(nll)  # mean over the vocabulary of −log p_v
+        grad = torch.empty_like(logits) if want_grad else None  # (N, V)
+        rows = max(1, CHUNK_ELEMENTS // v)
+        for i in range(0, n, rows):
+            z = logits[i : i + rows].to(torch.float32, copy=True)  # (n_c, V), a copy: it is overwritten below
+            y = safe_target[i : i + rows]  # (n_c, 1)
+            lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (n_c, 1): log Σ_v exp z_v
+            nll[i : i + rows] = (lse - z.gather(-1, y)).squeeze(-1)
+            smooth[i : i + rows] = (lse - z.mean(dim=-1, keepdim=True)).squeeze(-1)
+            if grad is not None:
+                p = z.sub_(lse).exp_()  # (n_c, V): softmax, in place of the fp32 copy
+                p.sub_(epsilon / v).scatter_add_(-1, y, p.new_full(y.shape, -(1.0 - epsilon)))
+                grad[i : i + rows] = p.mul_(keep[i : i + rows].unsqueeze(-1))
+        zero = nll.new_zeros(())
+        loss_sum = torch.where(keep, (1.0 - epsilon) * nll + epsilon * smooth, zero).sum()
+        nll_sum = torch.where(keep, nll, zero).sum()
+        ctx.mark_non_differentiable(nll_sum)
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        return loss_sum, nll_sum
+
+    @staticmethod
+    def backward(ctx, grad_loss: Tensor, _grad_nll: Tensor):
+        # Scaled in place (one pass less over (N, V)): the stored gradient can serve one backward pass only.
+        if getattr(ctx, "used", False):
+            raise RuntimeError("label_smoothed_cross_entropy supports one backward pass per forward pass")
+        ctx.used = True
+        (grad,) = ctx.saved_tensors
+        return grad.mul_(grad_loss.to(grad.dtype)), None, None, None, None
 
 
 def perplexity(nll_per_token: float) -> float:
