@@ -18,7 +18,7 @@
 #   2   bench/attention.py: qkv fused vs raw SDPA (and the explicit path), bf16, Dh 64/128, T 512..8192
 #   3   bench/decode.py: qkv greedy / beam 5 vs HF generate() on the same weights (random base model, KV cache)
 #   4   qkv train De->En on Multi30k: gpu-de-en's recipe (bench/translation.py) for $QKV_GPU_TRAIN_MINUTES
-#       (default 0.75) minutes, eager (compiling would take most of them), warm-up 400, best by
+#       (default 0.75) minutes, eager (compiling would take most of them), warm-up 300 (untuned), best by
 #       validation loss (--no-bleu), then sacreBLEU of best/ and averaged/ on test_2016_flickr, beam 5
 #   5   bench/complexity.py --device cuda: Table 1 measured on the GPU (the gradient-reach part is float64 on the
 #       CPU, cut to 5 lengths x 2 draws)
@@ -43,13 +43,15 @@
 # Environment (all optional):
 #   QKV_DATA             data root holding multi30k/ (or the multi30k folder itself); default: shared/data in
 #                        the source tree, then ../shared/data beside it
-#   QKV_GPU_TINY=1       tiny sizes on the CPU (the end-to-end test, tests/test_gpu_script.py); compile off
+#   QKV_GPU_TINY=1       tiny sizes on the CPU (the end-to-end test, tests/test_gpu_script.py); compile off,
+#                        every timeout (and the total) 3x
 #   QKV_GPU_DEVICE       cuda (default; cpu in tiny mode)
 #   QKV_GPU_COMPILE      1/0: run steps 1b-1d (default 1; 0 in tiny mode: CPU compilation takes minutes)
 #   QKV_GPU_COMPILE_MODE torch.compile mode for 1b-1d (default "default")
 #   QKV_GPU_CURVE_STEPS  qkv's eager-vs-compiled loss curve in 1b (default 0: it costs a second compile)
 #   QKV_GPU_TRAIN_MINUTES  training minutes of step 4 (default 0.75; its timeout follows)
 #   QKV_GPU_TOTAL        the global budget in seconds (default 475)
+#   QKV_GPU_STEPS        only these steps, comma-separated (e.g. "1b,4"; "1" = 1a-1d); default: all
 #   QKV_PYTHON           the interpreter (default python3: on the GPU machine, the one that holds torch)
 #
 # Works with torch >= 2.4 (the GPU machine has 2.11) and bash >= 4.4.
@@ -71,7 +73,9 @@ COMPILE_MODE=${QKV_GPU_COMPILE_MODE:-default}
 CURVE_STEPS=${QKV_GPU_CURVE_STEPS:-0}
 TRAIN_MINUTES=${QKV_GPU_TRAIN_MINUTES:-0.75}
 TRAIN_TIMEOUT=$(awk -v m="$TRAIN_MINUTES" 'BEGIN { printf "%d", m * 60 + 45 }')
-TOTAL=${QKV_GPU_TOTAL:-475}
+SCALE=$((TINY ? 3 : 1))  # tiny mode: 3x the timeouts (a loaded CPU is slow; its numbers mean nothing anyway)
+TOTAL=${QKV_GPU_TOTAL:-$((475 * SCALE))}
+STEPS=${QKV_GPU_STEPS:-}
 
 if [[ $# -ge 1 ]]; then REPORT=$1
 elif [[ -n ${OUT:-} ]]; then REPORT=$OUT/gpu_report.md
@@ -117,7 +121,7 @@ write_report() {
   {
     echo "# qkv on one GPU: bench/gpu.sh report"
     echo
-    echo "- $(date -u '+%Y-%m-%d %H:%M:%S UTC'), host $(hostname), $(nproc) CPUs; mode: $( ((TINY)) && echo 'TINY (CPU test sizes: numbers mean nothing)' || echo full), device $DEVICE"
+    echo "- $(date -u '+%Y-%m-%d %H:%M:%S UTC'), host $(uname -n), $(nproc 2>/dev/null || echo "?") CPUs; mode: $( ((TINY)) && echo 'TINY (CPU test sizes: numbers mean nothing)' || echo full), device $DEVICE"
     echo "- source: $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no git') in $ROOT; data: ${MULTI30K:-none found}; logs: $WORK"
     echo "- wall time so far: $(elapsed_s) s of the $TOTAL s budget"
     [[ -f $WORK/sections/00-header.md ]] && cat "$WORK/sections/00-header.md"
@@ -135,6 +139,8 @@ write_report() {
 run_step() {
   local id=$1 title=$2 budget=$3 format=$4; shift 4
   local left=$((TOTAL - $(elapsed_s))) rc t0 wall section=$WORK/sections/$id.md
+  budget=$((budget * SCALE))
+  if ! wanted "$id"; then skip_step "$id" "$title" "not in QKV_GPU_STEPS=$STEPS"; return; fi
   ((budget > left)) && budget=$left
   {
     echo "## $id. $title"
@@ -176,7 +182,15 @@ run_step() {
   write_report
 }
 
+wanted() {  # ID: is the step asked for? QKV_GPU_STEPS="1,3" runs 1a-1d and 3; empty: every step
+  local x
+  [[ -z $STEPS ]] && return 0
+  for x in ${STEPS//,/ }; do [[ $1 == "$x" || ${1:0:1} == "$x" ]] && return 0; done
+  return 1
+}
+
 skip_step() {  # ID TITLE REASON: a step not run (REASON starting with **FAILED** counts as a failure)
+  STATUS="skipped"
   local status="skipped: $3"
   [[ $3 == '**FAILED**'* ]] && status=$3
   STEP_ROWS+=("| $1 | $2 | $status | 0 | 0 |")
@@ -217,7 +231,7 @@ else
       --steps 20 --warmup 3)
   ATT=(--device "$DEVICE" --dtype bf16 --seq-lens 512 1024 2048 4096 8192 --head-dims 64 128 --iters 20 --warmup 3)
   DEC=(--device "$DEVICE" --preset base --vocab 8000 --batch 64 --src-len 30 --beam 5 --n 2 --cache-only)
-  TRAIN=(--preset base --set dropout=0.3 --vocab-size 10000 --max-tokens 16384 --precision bf16 --warmup 400
+  TRAIN=(--preset base --set dropout=0.3 --vocab-size 10000 --max-tokens 16384 --precision bf16 --warmup 300
          --save-every 100 --average-last 5 --log-every 100)
   CPLX=(--device "$DEVICE" --threads 0 --path-n 2,8,32,128,512 --path-seeds 2)
 fi
@@ -253,14 +267,16 @@ run_step 3 "decoding: qkv vs HF generate()" 35 text "$PY" bench/decode.py "${DEC
 
 # -- step 4: a short De->En training run ----------------------------------------------------------------------
 RUN=$WORK/train-de-en
-if [[ -z $MULTI30K ]]; then
+if ! wanted 4; then
+  skip_step 4 "train De->En ${TRAIN_MINUTES} min + test BLEU" "not in QKV_GPU_STEPS=$STEPS"
+elif [[ -z $MULTI30K ]]; then
   skip_step 4 "train De->En ${TRAIN_MINUTES} min + test BLEU" \
     "**FAILED**: no Multi30k found; set QKV_DATA to the folder holding multi30k/ (tried \$QKV_DATA, shared/data, ../shared/data)"
 else
   run_step 4 "train De->En ${TRAIN_MINUTES} min + test BLEU" "$TRAIN_TIMEOUT" none \
     "$PY" -m qkv.cli train --data "$MULTI30K" --src de --tgt en --out "$RUN" --overwrite --device "$DEVICE" \
     --no-progress --max-minutes "$TRAIN_MINUTES" --lr-schedule inverse_sqrt --lr 1e-3 --no-bleu "${TRAIN[@]}"
-  {
+  [[ $STATUS == skipped* ]] || {
     timeout 10 "$PY" bench/gpu_report.py train "$RUN" 2>&1
     echo
     echo "Last lines of its output:"

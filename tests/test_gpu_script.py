@@ -116,3 +116,13 @@ def test_a_slow_step_is_cut_by_its_timeout_and_the_budget_skips_the_rest(tmp_pat
     assert rows["1a"].startswith("**TIMED OUT** after")
     assert rows["2"] == rows["3"] == rows["5"] == "skipped: the total budget is spent"
     assert rows["4"].startswith("**FAILED**: no Multi30k found")
+
+
+def test_steps_can_be_chosen(tmp_path):
+    python = fake_python(tmp_path, 'echo "boom" >&2; exit 3')
+    done, report = run_script(tmp_path, QKV_PYTHON=python, QKV_GPU_STEPS="1,5", QKV_GPU_COMPILE="1")
+    assert done.returncode == 1
+    rows = step_rows(report)
+    assert list(rows) == list(STEPS)
+    assert all(rows[s] == "**FAILED** (exit 3)" for s in ("1a", "1b", "1c", "1d", "5")), rows
+    assert rows["2"] == rows["3"] == rows["4"] == "skipped: not in QKV_GPU_STEPS=1,5"
