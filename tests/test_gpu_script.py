@@ -126,3 +126,40 @@ def test_steps_can_be_chosen(tmp_path):
     assert list(rows) == list(STEPS)
     assert all(rows[s] == "**FAILED** (exit 3)" for s in ("1a", "1b", "1c", "1d", "5")), rows
     assert rows["2"] == rows["3"] == rows["4"] == "skipped: not in QKV_GPU_STEPS=1,5"
+
+
+def load_gpu_report():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_report", ROOT / "bench" / "gpu_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def throughput_output(rows: list[tuple[str, float]], extra: str = "") -> str:
+    """A ``train_throughput.py`` output in its own table format, with these (model, tokens/s) rows."""
+    lines = ["torch 2.11.0 | python 3.12", "model  step ms  tgt tokens/s  MFU  peak mem (cuda max allocated)  "
+             "warmup s  host sync in step", "-----  -------  ------------  ---  -----  --------  -----"]
+    lines += [f"{name:>14}  10.0  {tps:,.0f}  30.0%  1.00 GB  2.0  none" for name, tps in rows]
+    return "\n".join(lines) + "\n" + extra
+
+
+def test_the_throughput_tables_are_merged(tmp_path):
+    gpu_report = load_gpu_report()
+    eager = tmp_path / "1a.out"
+    eager.write_text(throughput_output([("qkv eager", 1000), ("torch eager", 800), ("marian eager", 900)]))
+    qkv = tmp_path / "1b.out"
+    qkv.write_text(throughput_output([("qkv eager", 1111), ("qkv compiled", 2000)]))
+    torch_log = tmp_path / "1c.out"
+    torch_log.write_text(throughput_output([("torch eager", 777)], "torch compiled: failed: BackendCompilerFailed"))
+    marian = tmp_path / "1d.out"
+    marian.write_text(throughput_output([("marian eager", 950), ("marian compiled", 1600)]))
+    table = gpu_report.throughput(eager, [qkv, torch_log, marian, tmp_path / "missing.out"])
+    assert "| qkv eager | 10.0 | 1,000 |" in table  # eager rows from the side-by-side run
+    assert "| qkv compiled | 10.0 | 2,000 |" in table
+    assert "| torch compiled | not measured |" in table
+    assert "(eager): **1.11×** (qkv eager vs marian eager)" in table
+    assert "(compiled): **1.25×** (qkv compiled vs marian compiled)" in table
+    assert "(best of each): **1.25×**" in table
+    assert gpu_report.throughput(tmp_path / "none.out", []).startswith("No throughput table")
