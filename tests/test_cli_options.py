@@ -74,6 +74,7 @@ def test_version(capsys):
         (["attention", "x", "--beam-size", "0"], "--beam-size"),
         ([*TRAIN, "--average-last", "-2"], "--average-last"),
         ([*TRAIN, "--test-beam", "0"], "--test-beam"),
+        ([*TRAIN, "--test-alpha", "nan"], "--test-alpha"),
         ([*TRAIN, "--max-tokens", "0"], "--max-tokens"),
         ([*TRAIN, "--lr", "inf"], "--lr"),
         ([*TRAIN, "--label-smoothing", "1.5"], "--label-smoothing"),

@@ -25,7 +25,8 @@ def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys):
     data = write_demo_corpus(tmp_path / "data", n_train=400, n_val=40, n_test=40, seed=3)
     out = tmp_path / "run"
     argv = train_argv(data, "words", "iso", out, "--tokenizer", "word", "--separate-vocab", "--max-steps", "24",
-                      "--max-tokens", "512", "--save-every", "6", "--test-beam", "2", "--no-bleu")
+                      "--max-tokens", "512", "--save-every", "6", "--test-beam", "2", "--test-alpha", "1.0",
+                      "--no-bleu")
     assert main(argv) == 0
     for folder in ("last", "best", "averaged"):
         assert (out / folder / "model.safetensors").is_file(), folder
@@ -33,6 +34,7 @@ def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys):
     assert results["train"]["steps"] == 24
     assert set(results["test"]) == {"best", "averaged"}
     assert results["test"]["best"]["bleu_signature"].startswith("nrefs:1")
+    assert results["test"]["best"]["alpha"] == 1.0 and results["test"]["best"]["beam"] == 2
     capsys.readouterr()
 
     # translate: sentence arguments in, one line each out, in order

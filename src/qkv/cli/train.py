@@ -20,7 +20,7 @@ from qkv.cli._common import (
 )
 from qkv.cli._progress import progress_factory, train_progress
 from qkv.cli._runlog import RunLog, add_tensorboard_option
-from qkv.cli.options import add_device_options, positive_int
+from qkv.cli.options import add_device_options, finite_float, positive_int
 from qkv.cli.parser import ConfigFile, add_config_option, command_words, model_overrides, recorded_options
 
 log = logging.getLogger("qkv.cli")
@@ -103,6 +103,8 @@ def register(sub) -> None:
     o.add_argument("--average-last", type=positive_int, default=5,
                    help="average the last k checkpoints (§6.1; 1 = no averaging)")
     o.add_argument("--test-beam", type=positive_int, default=5, help="beam size for the final test evaluation")
+    o.add_argument("--test-alpha", type=finite_float, default=0.6,
+                   help="length penalty α of the final test evaluation (§6.1's 0.6; tune it on val with qkv evaluate)")
     o.add_argument("--no-test", action="store_true", help="skip the final test evaluation")
     add_device_options(o)
     add_tensorboard_option(o)
@@ -227,7 +229,7 @@ def _train(args, device, tokenizers, out: Path, is_main: bool, runlog: RunLog) -
         results["test"] = evaluate_checkpoints(
             [c for c in (result.best_checkpoint, averaged) if c is not None],
             data.text["test"], args.test_beam, device or "cpu", progress=progress_factory(args), record=runlog,
-            step=result.steps,
+            step=result.steps, alpha=args.test_alpha,
         )  # fmt: skip
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     end, stepped = time.time(), runlog.last_step_at or t_average
@@ -257,7 +259,9 @@ def budget_notice(args, n_test: int) -> str:
             "the budget" + ("" if args.no_test else " (--no-test skips the test)"))  # fmt: skip
 
 
-def evaluate_checkpoints(paths, test, beam: int, device, *, progress=None, record=None, step=0) -> dict[str, dict]:
+def evaluate_checkpoints(
+    paths, test, beam: int, device, *, progress=None, record=None, step=0, alpha: float = 0.6
+) -> dict[str, dict]:
     """Translate the test set with each checkpoint and score it (printed, passed to ``record`` as ``test``
     events, and returned)."""
     from qkv.scoring import score
@@ -267,11 +271,11 @@ def evaluate_checkpoints(paths, test, beam: int, device, *, progress=None, recor
     for path in paths:
         t0 = time.time()
         translator = Translator.load(path, device=device)
-        hyps = translator.translate(test.src, beam_size=beam, progress=progress)
+        hyps = translator.translate(test.src, beam_size=beam, alpha=alpha, progress=progress)
         scores = score(hyps, test.tgt)
         name = Path(path).name
-        out[name] = {**scores.as_dict(), "beam": beam, "seconds": round(time.time() - t0, 1)}
-        print(f"test ({name}, beam {beam}): {scores.format()}")
+        out[name] = {**scores.as_dict(), "beam": beam, "alpha": alpha, "seconds": round(time.time() - t0, 1)}
+        print(f"test ({name}, beam {beam}, α {alpha}): {scores.format()}")
         if record is not None:
             record({"event": "test", "step": step, "checkpoint": name, **out[name]})
     return out
