@@ -3,7 +3,9 @@
 Runs ``qkv train`` with the recipe of a setting and prints sacreBLEU (cased, 13a), chrF and lowercased BLEU for
 the best and the averaged checkpoints, with the wall time. Settings:
 
-- ``cpu-de-en``: 2 CPU cores, ≤ 30 minutes of training, De→En. Bar: ≥ 28 sacreBLEU cased.
+- ``cpu-de-en``: 2 CPU cores, ≤ 30 minutes of training, De→En. Bar: ≥ 40 sacreBLEU cased (issue 17; issue
+  3's bar was ≥ 28).
+- ``cpu-en-de``: the same recipe En→De. Bar: ≥ 38 sacreBLEU cased (issue 17).
 - ``gpu-de-en``: one GPU (H100), ≤ 10 minutes, De→En. Bars: ≥ 40 lowercased BLEU and ≥ 38 sacreBLEU cased.
 - ``gpu-en-de``: one GPU, ≤ 10 minutes, En→De. Bar: ≥ 42 lowercased BLEU.
 - ``rnn`` / ``rnn-attention`` / ``transformer``: the three architectures of issue 5 at one budget (8 minutes
@@ -28,15 +30,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The small preset on 2 CPU cores (issue 3): the paper's Adam, label smoothing and post-LN, a shorter warm-up.
+CPU_RECIPE = [
+    "--preset", "small", "--set", "dropout=0.1", "--vocab-size", "8000", "--max-tokens", "3072",
+    "--lr-schedule", "inverse_sqrt", "--lr", "1e-3", "--warmup", "500", "--no-bleu", "--save-every", "150",
+    "--log-every", "50",
+]
+# Issue 17: bf16 autocast where the CPU has it (more steps in the same minutes), and the length penalty tuned
+# on val (α 0.6 -> 1.4: 31.96 -> 33.34 BLEU on Multi30k val with a 1,100-step De→En checkpoint of CPU_RECIPE;
+# α = 0.6 left the output too short, brevity penalty 0.91). Test was not looked at to choose it.
+CPU_FAST = ["--precision", "auto", "--test-alpha", "1.4"]
+
 # name -> (src, tgt, minutes, qkv train arguments, bars {metric: minimum})
 SETTINGS: dict[str, tuple[str, str, float, list[str], dict[str, float]]] = {
-    "cpu-de-en": (
-        "de", "en", 30,
-        ["--preset", "small", "--set", "dropout=0.1", "--vocab-size", "8000", "--max-tokens", "3072",
-         "--lr-schedule", "inverse_sqrt", "--lr", "1e-3", "--warmup", "500", "--no-bleu", "--save-every", "150",
-         "--log-every", "50"],
-        {"bleu": 28.0},
-    ),
+    "cpu-de-en": ("de", "en", 30, [*CPU_RECIPE, *CPU_FAST], {"bleu": 40.0}),
+    "cpu-en-de": ("en", "de", 30, [*CPU_RECIPE, *CPU_FAST], {"bleu": 38.0}),
     "gpu-de-en": (
         "de", "en", 10,
         ["--preset", "base", "--set", "dropout=0.3", "--vocab-size", "10000", "--max-tokens", "16384",
@@ -59,7 +67,7 @@ SETTINGS: dict[str, tuple[str, str, float, list[str], dict[str, float]]] = {
         for arch in ("rnn", "rnn-attention")
     },
 }
-SETTINGS["transformer"] = ("de", "en", 8, [*SETTINGS["cpu-de-en"][3], "--average-last", "1"], {})
+SETTINGS["transformer"] = ("de", "en", 8, [*CPU_RECIPE, "--average-last", "1"], {})  # issue 5's fp32 table
 
 
 def run_setting(name: str, args: argparse.Namespace) -> dict | None:
