@@ -238,7 +238,7 @@ fi
 
 # -- step 1: training throughput ------------------------------------------------------------------------------
 run_step 1a "training throughput, eager: qkv vs nn.Transformer vs Marian" 40 text \
-  "$PY" bench/train_throughput.py "${TP[@]}" --no-compile --curve-steps 0
+  "$PY" bench/train_throughput.py "${TP[@]}" --only qkv,torch,marian --no-compile --curve-steps 0
 compiled_logs=()
 for spec in "1b qkv 85" "1c torch 70" "1d marian 75"; do
   read -r id impl budget <<<"$spec"

@@ -9,7 +9,9 @@ shared`` gives every implementation ``F.cross_entropy``) and optimizer (Adam, β
 - ``qkv``:    :class:`qkv.Transformer`;
 - ``torch``:  ``torch.nn.Transformer`` with embeddings, positional encoding and the tied generator around it
   (it adds a final LayerNorm to each stack, which qkv's post-LN model does not have);
-- ``marian``: ``transformers.MarianMTModel`` with SDPA attention (skipped if ``transformers`` is absent).
+- ``marian``: ``transformers.MarianMTModel`` with SDPA attention (skipped if ``transformers`` is absent);
+- ``marian-eager``: the same with ``attn_implementation="eager"`` (its written-out attention: in bf16 on a
+  CPU faster than PyTorch's fused kernel, so Marian's fastest mode there).
 
 Each in eager mode and under ``torch.compile`` (``--no-compile`` to skip). On CPU every run is built and
 warmed up first, then all are timed round-robin, one step of each per round, so that a shared machine's
@@ -76,7 +78,7 @@ from qkv.nn.positional import sinusoidal_table
 from qkv.train.loss import label_smoothed_cross_entropy
 from qkv.train.precision import PRECISIONS, describe_precision, resolve_precision
 
-IMPLEMENTATIONS = ("qkv", "torch", "marian")
+IMPLEMENTATIONS = ("qkv", "torch", "marian", "marian-eager")
 ADAM = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
 
 
@@ -117,9 +119,10 @@ class TorchNNTransformer(nn.Module):
 
 
 class MarianModel(nn.Module):
-    """``transformers.MarianMTModel`` (SDPA attention) with the ``(src, tgt) -> logits`` interface."""
+    """``transformers.MarianMTModel`` with the ``(src, tgt) -> logits`` interface; ``attention``: its
+    ``attn_implementation``, ``"sdpa"`` (PyTorch's fused kernel) or ``"eager"`` (written out)."""
 
-    def __init__(self, c: qkv.TransformerConfig) -> None:
+    def __init__(self, c: qkv.TransformerConfig, attention: str = "sdpa") -> None:
         super().__init__()
         from transformers import MarianConfig, MarianMTModel
 
@@ -132,7 +135,7 @@ class MarianModel(nn.Module):
             pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS,
             share_encoder_decoder_embeddings=True, tie_word_embeddings=True,
         )
-        self.model = MarianMTModel._from_config(config, attn_implementation="sdpa")
+        self.model = MarianMTModel._from_config(config, attn_implementation=attention)
         self.pad_id = c.pad_id
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
@@ -152,6 +155,7 @@ BUILDERS: dict[str, Callable[[qkv.TransformerConfig], nn.Module]] = {
     "qkv": qkv.Transformer,
     "torch": TorchNNTransformer,
     "marian": MarianModel,
+    "marian-eager": lambda c: MarianModel(c, attention="eager"),
 }
 
 
@@ -426,9 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(IMPLEMENTATIONS))
     if unknown:
         parser.error(f"--only: unknown {unknown}; choose from {list(IMPLEMENTATIONS)}")
-    if "marian" in names and not marian_available():
+    if any(n.startswith("marian") for n in names) and not marian_available():
         print("marian: skipped (transformers is not importable)")
-        names = tuple(n for n in names if n != "marian")
+        names = tuple(n for n in names if not n.startswith("marian"))
     if args.compile and not torch._dynamo.is_dynamo_supported():
         print("compile: skipped (torch.compile is not supported on this platform)")
         args.compile = False
