@@ -22,12 +22,12 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from train_throughput import MarianModel  # the qkv-preset -> MarianConfig mapping of the throughput bench
 
 import qkv
 from qkv.data.batching import collate_tokens
 from qkv.data.special import BOS, EOS, PAD
 from qkv.train.precision import cpu_has_fast_bf16
+from train_throughput import MarianModel  # the qkv-preset -> MarianConfig mapping of the throughput bench
 
 Pairs = Sequence[tuple[Sequence[int], Sequence[int]]]
 IGNORE = -100  # the label id the HF loss ignores
@@ -102,7 +102,8 @@ def pick_precision(model, batch: dict[str, torch.Tensor], choice: str, steps: in
 
 @dataclass
 class TimedValidation:
-    """The schedule of :class:`TimedValidation`'s callback, in training seconds or in steps.
+    """When :func:`timed_callback` validates and stops the trainer: in training seconds (wall time less the
+    time spent validating) or in steps. ``points`` collects ``{"minutes", "step", "bleu"}`` per validation.
 
     Args:
         total: the budget: seconds of training (``by_steps=False``) or optimizer steps.
@@ -188,7 +189,9 @@ def train_marian(model, train_pairs: Pairs, recipe: PeerRecipe, schedule: TimedV
         bf16=precision == "bf16", use_cpu=True, dataloader_num_workers=0, save_strategy="no", eval_strategy="no",
         report_to="none", logging_steps=50, disable_tqdm=True, seed=recipe.seed,
     )  # fmt: skip
-    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=features(train_pairs),
-                             data_collator=partial(collate_features, model=model), callbacks=[timed_callback(schedule)])  # fmt: skip
+    trainer = Seq2SeqTrainer(
+        model=model, args=args, train_dataset=features(train_pairs),
+        data_collator=partial(collate_features, model=model), callbacks=[timed_callback(schedule)],
+    )  # fmt: skip
     output = trainer.train()
     return {"steps": output.global_step, "train_loss": output.training_loss}

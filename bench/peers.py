@@ -6,10 +6,13 @@ the peer reads the tokenizer of qkv's run), the same model sizes (a qkv preset; 
 ``bench/train_throughput.py``), the same schedule (inverse-sqrt warm-up, peak and warm-up of the recipe),
 label smoothing, Adam betas and sentences per step, for the same minutes of training on the same threads:
 
-- **qkv**: ``qkv train`` with the ``cpu-de-en`` recipe of ``bench/translation.py`` and ``--max-minutes``, run
-  in pieces of ``--eval-every`` minutes (``--resume`` continues exactly). Its training time is the sum of the
-  pieces' ``elapsed_seconds`` (the training loop's own wall time: steps, its per-epoch validation loss and its
-  checkpoints); data loading, checkpoint averaging and the BLEU evaluations between pieces are not counted.
+- **qkv**: one ``qkv train`` run with the ``cpu-de-en`` recipe of ``bench/translation.py`` and
+  ``--max-minutes``, saving (and logging) every ``--qkv-save-every`` steps instead of 150; ``averaged/`` is
+  then written from the checkpoints the recipe itself keeps, as ``qkv train`` would. Its validation BLEU is
+  measured *after* the run on the checkpoints closest to (not after) every ``--eval-every`` minutes, so
+  evaluation takes none of its budget; a checkpoint's training minutes come from the time stamps of
+  ``metrics.jsonl`` (the loop's wall time: steps, its own per-epoch validation loss and checkpoint writes;
+  data loading before it not counted).
 - **HF**: ``MarianMTModel`` from scratch with ``Seq2SeqTrainer`` (fused AdamW, ``group_by_length``, bf16
   autocast if a probe finds it faster; ``bench/_peer_marian.py``). Its training time is the wall time from
   ``on_train_begin`` less the time a ``TrainerCallback`` spends decoding validation BLEU on its schedule.
@@ -35,10 +38,10 @@ import os
 import shutil
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import torch
-from translation import SETTINGS
 
 from qkv.cli import build_parser
 from qkv.cli import main as qkv_main
@@ -47,8 +50,10 @@ from qkv.cli.train import schedule_for
 from qkv.data.batching import TokenBudgetSampler
 from qkv.data.tokenizer import TokenizerPair
 from qkv.scoring import score
-from qkv.tasks.translation import Translator, build_translation_model, prepare_data
+from qkv.tasks.translation import Translator, build_translation_model, prepare_data, write_averaged_checkpoint
 from qkv.train.checkpoint import periodic_checkpoints, read_config
+from qkv.train.precision import resolve_precision
+from translation import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC, TGT = SETTINGS["cpu-de-en"][:2]
@@ -62,6 +67,8 @@ def recipe_argv(args: argparse.Namespace) -> list[str]:
             *recipe, *(TINY if args.tiny else []), *(["--preset", args.preset] if args.preset else [])]  # fmt: skip
     if args.threads:
         argv += ["--threads", str(args.threads)]
+    if args.qkv_precision:
+        argv += ["--precision", args.qkv_precision]
     return argv
 
 
@@ -77,54 +84,67 @@ def val_bleu(hyps: list[str], refs: list[str]) -> float:
 # -- qkv ----------------------------------------------------------------------------------------------------
 def run_qkv(args: argparse.Namespace, out: Path) -> dict:
     """One ``qkv train`` run of the budget, saving every ``--qkv-save-every`` steps; afterwards the greedy
-    validation BLEU of the checkpoints closest to (not after) every ``--eval-every``, at their training minutes."""
+    validation BLEU of the checkpoints closest to (not after) every ``--eval-every``, at their training minutes,
+    the recipe's ``averaged/`` checkpoint, and the test BLEU (beam 5) of ``last/`` and ``averaged/``."""
     run, base = out / "qkv", recipe_argv(args)
     recipe = build_parser().parse_args([*base, "--out", str(run)])
     every = args.eval_every_steps if args.steps else args.eval_every
     save = args.eval_every_steps if args.steps else args.qkv_save_every
-    # the recipe averages its last 5 checkpoints 150 steps apart: the same span at this saving interval
-    average = max(1, round(recipe.average_last * (recipe.save_every or save) / save))
     limit = ["--max-steps", str(args.steps)] if args.steps else ["--max-minutes", str(args.minutes)]
     argv = [*base, "--out", str(run), "--overwrite", "--no-test", *limit, "--save-every", str(save),
-            "--log-every", str(save), "--keep-checkpoints", "1000000", "--average-last", str(average)]  # fmt: skip
+            "--log-every", str(save), "--keep-checkpoints", "1000000", "--average-last", "1"]  # fmt: skip
     print("qkv " + " ".join(argv), flush=True)
     if qkv_main(argv) != 0:
         raise SystemExit("peers: qkv train failed")
     result = json.loads((run / "results.json").read_text())["train"]
-    clock = step_clock(run / "metrics.jsonl", result["elapsed_seconds"], result["steps"])
+    # stopped by the clock: the last step ended at the budget (within one step); the final validation follows
+    end = args.minutes * 60 if result["stopped_by"] == "max_time" else result["elapsed_seconds"]
+    clock = step_clock(run / "metrics.jsonl", result["elapsed_seconds"], result["steps"], end)
     t0, val, points = time.monotonic(), translator_text(args, "val"), []
     for step, path in pick_checkpoints(run, clock, every, by_steps=bool(args.steps)):
         bleu = val_bleu(Translator.load(path).translate(val[0], beam_size=1), val[1])
         points.append({"minutes": clock(step) / 60, "step": step, "bleu": bleu, "checkpoint": path.name})
         print(f"qkv: {clock(step) / 60:.2f} training minutes, step {step}, val BLEU {bleu}", flush=True)
     evaluation = time.monotonic() - t0
-    kept = {p["checkpoint"] for p in points}
-    for path in periodic_checkpoints(run):  # the others only take disk space (averaged/ is written already)
-        if path.name not in kept:
-            shutil.rmtree(path)
+    data = prepare_data(args.data, SRC, TGT, tokenizers=TokenizerPair.load(run / "last"))
+    recipe_average(run, recipe, data, result["steps"])
     test, finals = translator_text(args, "test"), {}
     for name in ("last", "averaged"):
         if (run / name).is_dir():
             finals[name] = val_bleu(Translator.load(run / name).translate(test[0], beam_size=5), test[1])
-    data = prepare_data(args.data, SRC, TGT, tokenizers=TokenizerPair.load(run / "last"))
     return {"name": "qkv", "points": points, "steps": result["steps"], "train_minutes": result["elapsed_seconds"] / 60,
             "test": finals, "eval_minutes": evaluation / 60, "fingerprint": fingerprint(data.train),
-            "precision": recipe.precision, "command": "qkv " + " ".join(argv)}  # fmt: skip
+            "precision": resolve_precision(recipe.precision, "cpu"), "command": "qkv " + " ".join(argv)}  # fmt: skip
 
 
-def step_clock(metrics: Path, elapsed: float, last_step: int):
-    """``clock(step)``: seconds of training at ``step``, from the ``log`` events of ``metrics.jsonl`` (logged
-    at the saving steps), linear between them; training began ``elapsed`` seconds before the last event."""
+def recipe_average(run: Path, recipe: argparse.Namespace, data, last_step: int) -> None:
+    """Keep the periodic checkpoints the recipe's own run would have kept (every ``--save-every`` of the recipe,
+    each epoch's end, the last step) and write ``averaged/`` from them as ``qkv train`` does."""
+    per_epoch = len(TokenBudgetSampler([len(s) + 1 for s, _ in data.train], [len(t) + 1 for _, t in data.train],
+                                       recipe.max_tokens))  # fmt: skip
+    every = recipe.save_every or last_step
+    for path in periodic_checkpoints(run):
+        step = read_config(path)["step"]
+        if not (step % every == 0 or step % per_epoch == 0 or step == last_step):
+            shutil.rmtree(path)
+    if recipe.average_last > 1:
+        write_averaged_checkpoint(run, recipe.average_last)
+
+
+def step_clock(metrics: Path, elapsed: float, last_step: int, end: float):
+    """``clock(step)``: seconds of training at ``step``, linear between the ``log`` events of ``metrics.jsonl``
+    (written at the saving steps) and ``(last_step, end)``; training began ``elapsed`` seconds before the last
+    validation event (the final one; only its checkpoint write follows)."""
     events = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    start = events[-1]["time"] - elapsed  # the last event: the final validation (its checkpoint write follows)
+    start = [e for e in events if e["event"] == "valid"][-1]["time"] - elapsed
     known = [(0, 0.0)] + [(e["step"], e["time"] - start) for e in events if e["event"] == "log"]
-    known.append((last_step, elapsed))
+    known.append((last_step, max(end, known[-1][1])))
 
     def clock(step: int) -> float:
-        for (s0, t0), (s1, t1) in zip(known, known[1:]):
+        for (s0, t0), (s1, t1) in pairwise(known):
             if s0 <= step <= s1:
                 return t0 if s1 == s0 else t0 + (t1 - t0) * (step - s0) / (s1 - s0)
-        return elapsed
+        return known[-1][1]
 
     return clock
 
@@ -193,7 +213,7 @@ def run_hf(args: argparse.Namespace, out: Path) -> dict:
     test = val_bleu([data.tokenizers.tgt.decode(h) for h in hyps], list(data.text["test"].tgt))
     sent = [(f["input_ids"][:-1], f["labels"][:-1]) for f in feats]
     return {"name": "HF Marian", "points": schedule.points, "steps": numbers["steps"],
-            "train_minutes": schedule.training_seconds() / 60 if not schedule.points else schedule.points[-1]["minutes"],
+            "train_minutes": schedule.points[-1]["minutes"] if schedule.points else 0.0,
             "test": {"last": test}, "eval_minutes": schedule.eval_seconds / 60, "fingerprint": fingerprint(sent),
             "precision": precision, "batch_size": batch_size, "probe": measured,
             "parameters": sum(p.numel() for p in model.parameters())}  # fmt: skip
@@ -227,6 +247,9 @@ def table(qkv: dict | None, hf: dict | None) -> str:
     test = {s["name"]: s["test"] for s in (qkv, hf) if s}
     lines = [*rows, "", "final test_2016_flickr sacreBLEU (beam 5): " + "; ".join(
         f"{name} " + ", ".join(f"{k} {v:.2f}" for k, v in t.items()) for name, t in test.items())]  # fmt: skip
+    lines.append("; ".join(f"{s['name']}: {s['steps']} steps in {s['train_minutes']:.2f} training minutes, "
+                           f"{s['precision']}, evaluation {s['eval_minutes']:.1f} min (not counted)"
+                           for s in (qkv, hf) if s))  # fmt: skip
     if qkv and hf:
         same = qkv["fingerprint"] == hf["fingerprint"]
         lines.append(f"token ids identical: {'yes' if same else 'NO'} ({qkv['fingerprint']} / {hf['fingerprint']})")
@@ -250,12 +273,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=float, default=5, help="validation BLEU every N training minutes")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for both")
     p.add_argument("--preset", default=None, help="qkv model preset (default: the recipe's, small)")
-    p.add_argument("--data", default=str(Path(os.environ.get("QKV_DATA", ROOT.parent / "shared" / "data")) / "multi30k"),
+    data = Path(os.environ.get("QKV_DATA", ROOT.parent / "shared" / "data")) / "multi30k"
+    p.add_argument("--data", default=str(data),
                    help="the Multi30k folder (default: $QKV_DATA/multi30k, else ../shared/data/multi30k)")
     p.add_argument("--out", default="runs/peers", help="OUT/qkv (qkv's run), OUT/hf, OUT/{qkv,hf}.json")
     p.add_argument("--only", choices=["qkv", "hf"], help="run one side (the table reads the other's saved json)")
     p.add_argument("--hf-precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="the peer's precision (auto: a short probe picks the faster, bf16 only on native-bf16 CPUs)")
+    p.add_argument("--qkv-precision", choices=["auto", "fp32", "bf16"], default=None,
+                   help="qkv train --precision (default: the recipe's, fp32; auto = bf16 on native-bf16 CPUs)")
     p.add_argument("--qkv-save-every", type=int, default=50,
                    help="qkv saves (and logs) every N steps: its validation points are these checkpoints")
     p.add_argument("--tiny", action="store_true", help="tiny model and vocabulary (tests)")
