@@ -61,8 +61,11 @@ def label_smoothed_cross_entropy(
 
 
 #: fp32 elements of logits processed at once: a chunk's temporaries stay in the CPU cache instead of making
-#: several passes over the full (N, V) tensor in memory.
+#: several passes over the full (N, V) tensor in memory ...
 CHUNK_ELEMENTS = 1 << 18
+#: ... in at most this many chunks: every chunk is a few parallel regions, and on a CPU whose cores are busy
+#: with other work each region can wait a scheduler time slice for a descheduled thread.
+MAX_CHUNKS = 16
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
@@ -86,17 +89,18 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         nll = torch.empty(n, dtype=torch.float32, device=logits.device)  # −log p_y
         smooth = torch.empty_like(nll)  # mean over the vocabulary of −log p_v
         grad = torch.empty_like(logits) if want_grad else None  # (N, V)
-        rows = max(1, CHUNK_ELEMENTS // v)
+        rows = max(1, CHUNK_ELEMENTS // v, -(-n // MAX_CHUNKS))
         for i in range(0, n, rows):
-            z = logits[i : i + rows].to(torch.float32, copy=True)  # (n_c, V), a copy: it is overwritten below
+            lprobs = torch.log_softmax(logits[i : i + rows], dim=-1, dtype=torch.float32)  # (n_c, V), fp32
             y = safe_target[i : i + rows]  # (n_c, 1)
-            lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (n_c, 1): log Σ_v exp z_v
-            nll[i : i + rows] = (lse - z.gather(-1, y)).squeeze(-1)
-            smooth[i : i + rows] = (lse - z.mean(dim=-1, keepdim=True)).squeeze(-1)
+            nll[i : i + rows] = -lprobs.gather(-1, y).squeeze(-1)
+            smooth[i : i + rows] = -lprobs.mean(dim=-1)
             if grad is not None:
-                p = z.sub_(lse).exp_()  # (n_c, V): softmax, in place of the fp32 copy
-                p.sub_(epsilon / v).scatter_add_(-1, y, p.new_full(y.shape, -(1.0 - epsilon)))
-                grad[i : i + rows] = p.mul_(keep[i : i + rows].unsqueeze(-1))
+                g = grad[i : i + rows]  # (n_c, V), a view: written in place
+                torch.sub(lprobs.exp_(), epsilon / v, out=g)  # softmax − ε/V, rounded once to the logits' dtype
+                g.scatter_add_(-1, y, g.new_full(y.shape, -(1.0 - epsilon)))  # − (1 − ε) at the target
+        if grad is not None and not bool(keep.all()):
+            grad[~keep] = 0  # padding positions get no gradient
         zero = nll.new_zeros(())
         loss_sum = torch.where(keep, (1.0 - epsilon) * nll + epsilon * smooth, zero).sum()
         nll_sum = torch.where(keep, nll, zero).sum()
