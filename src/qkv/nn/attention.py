@@ -276,6 +276,12 @@ class MultiHeadAttention(nn.Module):
             if self.q_proj.bias is not None:
                 b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
             return F.linear(query, w, b).chunk(3, dim=-1)  # 3 × (B, T, D)
+        if key is value and query is not key:
+            # Cross-attention: W_K and W_V read the same memory: one matmul (and one bf16 cast of it) for both.
+            w = torch.cat([self.k_proj.weight, self.v_proj.weight])  # (2D, D)
+            b = None if self.k_proj.bias is None else torch.cat([self.k_proj.bias, self.v_proj.bias])
+            k, v = F.linear(key, w, b).chunk(2, dim=-1)  # 2 × (B, T_k, D)
+            return self.q_proj(query), k, v
         return self.q_proj(query), self.k_proj(key), self.v_proj(value)
 
     def forward(

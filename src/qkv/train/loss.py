@@ -99,8 +99,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
                 g = grad[i : i + rows]  # (n_c, V), a view: written in place
                 torch.sub(lprobs.exp_(), epsilon / v, out=g)  # softmax − ε/V, rounded once to the logits' dtype
                 g.scatter_add_(-1, y, g.new_full(y.shape, -(1.0 - epsilon)))  # − (1 − ε) at the target
-        if grad is not None and not bool(keep.all()):
-            grad[~keep] = 0  # padding positions get no gradient
+                g.masked_fill_(~keep[i : i + rows].unsqueeze(-1), 0.0)  # padding gets none (no host sync)
         zero = nll.new_zeros(())
         loss_sum = torch.where(keep, (1.0 - epsilon) * nll + epsilon * smooth, zero).sum()
         nll_sum = torch.where(keep, nll, zero).sum()
