@@ -93,12 +93,15 @@ def scaled_dot_product_attention(
     d_k = q.shape[-1]
     scores = q @ k.transpose(-2, -1)  # (..., T_q, T_k) = Q·Kᵀ
     scores = scores / math.sqrt(d_k)  # scaled by 1/√d_k
-    if mask is not None:
+    blocked = None if mask is None else ~mask
+    if blocked is not None:
         # The most negative finite value of the dtype: exp(·) underflows to 0, works in fp16/bf16, no NaN.
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    weights = torch.softmax(scores, dim=-1)  # (..., T_q, T_k), rows sum to 1
-    if mask is not None:
-        weights = weights.masked_fill(~mask, 0.0)  # a row with no allowed key becomes all zeros
+        scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=-1)  # (..., T_q, T_k), rows sum to 1; blocked keys get exactly 0 ...
+    if blocked is not None and not rows_have_keys and (need_weights or not bool(mask.any(dim=-1).all())):
+        # ... except in a row with no allowed key (uniform over them): it becomes all zeros. (Without weights,
+        # i.e. the CPU bf16 path, one check of the small mask replaces a pass over the weights.)
+        weights = weights.masked_fill(blocked, 0.0)
     if hard:
         weights = hard_attention_weights(weights)  # one-hot forward, softmax gradient backward
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
