@@ -91,15 +91,15 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         grad = torch.empty_like(logits) if want_grad else None  # (N, V)
         rows = max(1, CHUNK_ELEMENTS // v, -(-n // MAX_CHUNKS))
         for i in range(0, n, rows):
-            lprobs = torch.log_softmax(logits[i : i + rows], dim=-1, dtype=torch.float32)  # (n_c, V), fp32
+            z = logits[i : i + rows].to(torch.float32, copy=True)  # (n_c, V), a copy: it is overwritten below
             y = safe_target[i : i + rows]  # (n_c, 1)
-            nll[i : i + rows] = -lprobs.gather(-1, y).squeeze(-1)
-            smooth[i : i + rows] = -lprobs.mean(dim=-1)
+            lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (n_c, 1): log Σ_v exp z_v
+            nll[i : i + rows] = (lse - z.gather(-1, y)).squeeze(-1)
+            smooth[i : i + rows] = (lse - z.mean(dim=-1, keepdim=True)).squeeze(-1)
             if grad is not None:
-                g = grad[i : i + rows]  # (n_c, V), a view: written in place
-                torch.sub(lprobs.exp_(), epsilon / v, out=g)  # softmax − ε/V, rounded once to the logits' dtype
-                g.scatter_add_(-1, y, g.new_full(y.shape, -(1.0 - epsilon)))  # − (1 − ε) at the target
-                g.masked_fill_(~keep[i : i + rows].unsqueeze(-1), 0.0)  # padding gets none (no host sync)
+                p = z.sub_(lse).exp_()  # (n_c, V): softmax, in place of the fp32 copy
+                p.sub_(epsilon / v).scatter_add_(-1, y, p.new_full(y.shape, -(1.0 - epsilon)))
+                grad[i : i + rows] = p.mul_(keep[i : i + rows].unsqueeze(-1))
         zero = nll.new_zeros(())
         loss_sum = torch.where(keep, (1.0 - epsilon) * nll + epsilon * smooth, zero).sum()
         nll_sum = torch.where(keep, nll, zero).sum()
