@@ -192,8 +192,11 @@ class KVCache:
         if self._buffers is None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
             return
-        length = self.length
-        self._buffers = tuple(buf.index_select(0, index) for buf in self._buffers)
+        length = self.length  # copy the filled positions only, not the buffer's spare room
+        grown = tuple(buf.new_empty(index.shape[0], *buf.shape[1:]) for buf in self._buffers)
+        for old, new in zip(self._buffers, grown):
+            torch.index_select(old[:, :, :length], 0, index, out=new[:, :, :length])
+        self._buffers = grown
         self.k, self.v = (buf[:, :, :length] for buf in self._buffers)
 
 
@@ -255,7 +258,7 @@ class MultiHeadAttention(nn.Module):
     def _project_qkv(
         self, query: Tensor, key: Tensor, value: Tensor, fuse: bool
     ) -> tuple[Tensor, Tensor, Tensor]:
-        if fuse and query is key and key is value:
+        if fuse and query is key and key is value and isinstance(self.q_proj, nn.Linear):  # (not int8 copies)
             # Self-attention: one matmul for W_Q, W_K, W_V together (same maths, one kernel instead of three).
             # Not when decoding step by step: there the (3D, D) weight copy costs more than the matmul of a few
             # rows it fuses, and the three small matmuls are faster.
