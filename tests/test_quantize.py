@@ -67,7 +67,7 @@ def test_low_precision_logits_are_close_and_greedy_tokens_agree(copier, precisio
         fp32, approx = copier(src, tgt), low(src, tgt).float()  # (B, T, V)
     error = (approx - fp32).abs()
     typical, worst = error.mean() / fp32.abs().mean(), error.max() / fp32.abs().max()
-    assert typical < 0.05 and worst < 0.15, f"{precision} logits differ from fp32 by {typical:.3f} ({worst:.3f} at most)"
+    assert typical < 0.05 and worst < 0.15, f"{precision} logits off by {typical:.3f} ({worst:.3f} at most)"
     assert (approx.argmax(-1) == fp32.argmax(-1)).float().mean() > 0.95
     same = sum(a == b for a, b in zip(greedy_search(copier, src), greedy_search(low, src)))
     assert same >= 0.9 * len(src), f"{precision} greedy agrees with fp32 on only {same}/{len(src)} sentences"
