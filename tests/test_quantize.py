@@ -70,9 +70,9 @@ def test_low_precision_logits_are_close_and_greedy_tokens_agree(copier, precisio
     assert typical < 0.05 and worst < 0.15, f"{precision} logits off by {typical:.3f} ({worst:.3f} at most)"
     assert (approx.argmax(-1) == fp32.argmax(-1)).float().mean() > 0.95
     same = sum(a == b for a, b in zip(greedy_search(copier, src), greedy_search(low, src)))
-    assert same >= 0.9 * len(src), f"{precision} greedy agrees with fp32 on only {same}/{len(src)} sentences"
+    assert same >= 0.8 * len(src), f"{precision} greedy agrees with fp32 on only {same}/{len(src)} sentences"
     beam = beam_search(low, src, beam_size=3)
-    assert sum(a == b for a, b in zip(beam, beam_search(copier, src, beam_size=3))) >= 0.9 * len(src)
+    assert sum(a == b for a, b in zip(beam, beam_search(copier, src, beam_size=3))) >= 0.8 * len(src)
 
 
 def test_fp32_is_the_model_itself_and_bad_precisions_are_refused(copier):
@@ -95,7 +95,7 @@ def test_translator_decodes_int8_with_one_quantized_copy(copier):
     int8 = Translator(copier, ids, precision="int8")
     assert int8.precision == "int8" and int8.decoding_model() is int8.decoding_model()  # made once
     assert isinstance(int8.decoding_model().generator, torch.ao.nn.quantized.dynamic.Linear)
-    assert sum(a == b for a, b in zip(fp32, int8.translate(sentences, beam_size=1))) >= 0.9 * len(sentences)
+    assert sum(a == b for a, b in zip(fp32, int8.translate(sentences, beam_size=1))) >= 0.8 * len(sentences)
     assert int8.translate_nbest(sentences[:2], nbest=2, beam_size=2)[0][0][0]
     with pytest.raises(ValueError, match="int8 decodes on the CPU only"):
         Translator(copier, ids, device="meta", precision="int8")
