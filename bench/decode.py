@@ -29,9 +29,15 @@ and stopping rule: HF and CTranslate2 divide by |Y|^α). Every engine gets ``--t
 
     python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --threads 2 --batch 64 --n 1 --cache-only
 
-``--precision fp32,bf16`` (issue 17) also runs qkv's searches under bf16 autocast (``auto``: bf16 where the
-device has it fast, as ``qkv translate --precision auto``), rows ``qkv bf16 …``; ``= qkv`` then counts the
-outputs identical to qkv's fp32 ones, and the summary compares them with CTranslate2 int8.
+``--precision fp32,bf16,int8`` (issue 17) also runs qkv's searches on the low-precision copies that
+``qkv translate --precision bf16|int8`` decodes with (:mod:`qkv.decode.quantize`: bf16 weights, or the linear
+layers dynamically quantized to int8; ``auto``: bf16 where the device has it fast), rows ``qkv bf16 …`` and
+``qkv int8 …``; ``= qkv`` then counts the outputs identical to qkv's fp32 ones, and the summary compares every
+qkv row with CTranslate2 float32 and int8. The timed runs go round-robin (one run of each decoder per round,
+``--n`` rounds, the median reported), so that a change of load on a shared machine hits all decoders alike:
+
+    python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --threads 2 --batch 64 --n 3 \
+        --cache-only --engines ct2,ct2-int8 --no-hf --precision fp32,bf16,int8
 """
 
 from __future__ import annotations
@@ -42,9 +48,10 @@ from pathlib import Path
 
 import torch
 
-from _common import add_device_options, benchmark, setup_device
+from _common import add_device_options, compare, setup_device
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths, strip_specials
+from qkv.decode.quantize import lower_precision
 
 ENGINES = ("hf", "ct2", "ct2-int8", "onnx")
 
@@ -83,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--precision", default="fp32",
-        help="qkv's decoding precisions, comma-separated from auto,fp32,bf16 (default fp32; e.g. fp32,bf16)",
+        help="qkv's decoding precisions, comma-separated from auto,fp32,bf16,int8 (default fp32; e.g. fp32,int8)",
     )  # fmt: skip
     return parser.parse_args(argv)
 
@@ -214,16 +221,18 @@ def engine_runs(args, batches: list[torch.Tensor], export_dir: Path, engines: li
 
 
 def print_table(runs: dict, args, limits: list[int], n_sentences: int, bleu, device) -> dict:
-    """Time every run (one warm-up whose outputs are kept, then ``--n`` timed runs); one row each."""
+    """Time every run (one warm-up whose outputs are kept, then ``--n`` timed rounds, round-robin over the
+    decoders; the median); one row each."""
     results = {}
+    with torch.inference_mode():
+        outputs_of = {name: fn() for name, fn in runs.items()}  # the warm-ups, and the outputs compared below
+        timings = compare(runs, device, warmup=0, iters=args.n)
     print(
         f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/run':>8}"
         + ("  BLEU" if bleu else "") + f"  {'= qkv':>9}"
     )
-    for name, fn in runs.items():
-        with torch.inference_mode():
-            outputs = fn()  # the warm-up, and the outputs compared below
-            seconds = benchmark(fn, device, warmup=0, iters=args.n).mean
+    for name in runs:
+        outputs, seconds = outputs_of[name], timings[name].median
         n_tokens = sum(len(y) + (len(y) < limit) for y, limit in zip(outputs, limits))  # + EOS, when there was one
         results[name] = (seconds, outputs)
         search = "greedy" if name.endswith("greedy") else f"beam {args.beam}"
@@ -238,24 +247,18 @@ def print_table(runs: dict, args, limits: list[int], n_sentences: int, bleu, dev
 
 def qkv_precisions(spec: str, device: torch.device) -> list[str]:
     """``--precision`` -> the precisions to run (``auto`` resolved for ``device``, as qkv translate does)."""
-    from qkv.train.precision import describe_precision, resolve_precision
+    from qkv.tasks.translation.translator import resolve_decode_precision
+    from qkv.train.precision import describe_precision
 
     chosen = []
     for name in (p.strip() for p in spec.split(",") if p.strip()):
         try:
-            chosen.append(resolve_precision(name, device))
+            chosen.append(resolve_decode_precision(name, device))
         except ValueError as err:
             raise SystemExit(f"--precision: {err}") from None
         if name == "auto":
             print(describe_precision(name, device))
     return chosen or ["fp32"]
-
-
-def bf16(device: torch.device, fn):
-    from qkv.train.precision import autocast
-
-    with autocast(device, True):
-        return fn()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,19 +280,19 @@ def main(argv: list[str] | None = None) -> int:
     caches = (True,) if args.cache_only else (True, False)
     runs = {}  # name -> a function decoding every batch
     precisions = qkv_precisions(args.precision, device)
-    for cache in caches:
-        suffix = "" if cache else ", no cache"
-        runs["qkv greedy" + suffix] = over_batches(
-            lambda src, cache=cache: greedy_search(model, src, max_len_b=args.max_len_b, use_cache=cache)
-        )
-        runs[f"qkv beam {args.beam}" + suffix] = over_batches(
-            lambda src, cache=cache: beam_search(model, src, **beam_kwargs, use_cache=cache)
-        )
-    if "bf16" in precisions:  # under one autocast context per run: the bf16 weight copies are made once
-        for name in [n for n in runs if n.startswith("qkv") and "no cache" not in n]:
-            runs[name.replace("qkv", "qkv bf16")] = lambda fn=runs[name]: bf16(device, fn)
+    for precision in ["fp32", *(p for p in dict.fromkeys(precisions) if p != "fp32")]:
+        m = lower_precision(model, precision)  # the copy qkv translate --precision decodes with
+        for cache in caches if precision == "fp32" else (True,):
+            name = "qkv" if precision == "fp32" else f"qkv {precision}"
+            suffix = "" if cache else ", no cache"
+            runs[f"{name} greedy{suffix}"] = over_batches(
+                lambda src, m=m, cache=cache: greedy_search(m, src, max_len_b=args.max_len_b, use_cache=cache)
+            )
+            runs[f"{name} beam {args.beam}{suffix}"] = over_batches(
+                lambda src, m=m, cache=cache: beam_search(m, src, **beam_kwargs, use_cache=cache)
+            )
     if "fp32" not in precisions:
-        runs = {n: fn for n, fn in runs.items() if n.startswith("qkv bf16") or not n.startswith("qkv")}
+        runs = {n: fn for n, fn in runs.items() if not n.startswith("qkv ") or n.split()[1] in precisions}
     engines = [e for e in args.engines.split(",") if e and not (e == "hf" and args.no_hf)]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
@@ -340,17 +343,30 @@ def print_summary(results: dict, args, caches, n_sentences: int, with_hf: bool) 
                     f"qkv / HF {qkv_name[4:] + suffix:18}: {b[0] / a[0]:.2f}x the speed of HF; "
                     f"identical outputs {same}/{n_sentences}"
                 )
+    ours_of = {f"qkv {p}" if p else "qkv": p or "fp32" for p in ("", "bf16", "int8")}
     for name, (seconds, _) in results.items():
         if name.startswith(("CTranslate2", "onnxruntime")):
             search = "greedy" if name.endswith("greedy") else f"beam {args.beam}"
-            for ours in (f"qkv {search}", f"qkv bf16 {search}"):
+            for ours in (f"{q} {search}" for q in ours_of):
                 if ours in results:
                     print(f"{ours} vs {name}: qkv at {seconds / results[ours][0]:.2f}x its speed")
     for search in ("greedy", f"beam {args.beam}"):
-        if f"qkv bf16 {search}" in results and f"qkv {search}" in results:
-            ratio = results[f"qkv {search}"][0] / results[f"qkv bf16 {search}"][0]
-            print(f"qkv bf16 {search} vs qkv fp32 {search}: {ratio:.2f}x its speed")
-
+        for low in ("bf16", "int8"):
+            if f"qkv {low} {search}" in results and f"qkv {search}" in results:
+                ratio = results[f"qkv {search}"][0] / results[f"qkv {low} {search}"][0]
+                print(f"qkv {low} {search} vs qkv fp32 {search}: {ratio:.2f}x its speed")
+    engines = [e for e in ("float32", "int8") if f"CTranslate2 {e} greedy" in results]
+    if engines:  # qkv's speed over CTranslate2's, each search, as a markdown table
+        searches = ("greedy", f"beam {args.beam}")
+        print("\n| qkv | " + " | ".join(f"{s} vs CT2 {e}" for s in searches for e in engines) + " |")
+        print("| --- |" + " --- |" * (len(searches) * len(engines)))
+        for prefix, precision in ours_of.items():
+            if f"{prefix} greedy" in results:
+                cells = [
+                    f"{results[f'CTranslate2 {e} {s}'][0] / results[f'{prefix} {s}'][0]:.2f}x"
+                    for s in searches for e in engines
+                ]
+                print(f"| {precision} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -19,6 +19,7 @@ from qkv.cli.options import (
     positive_float,
 )
 from qkv.config import ConfigError
+from qkv.tasks.translation.translator import DECODE_PRECISIONS
 from qkv.train.config import SCHEDULES, TrainConfig
 from qkv.train.precision import PRECISIONS, describe_precision
 
@@ -106,12 +107,15 @@ TRAIN_OPTIONS = ConfigOptions(
 
 
 def add_precision_option(group, what: str = "training") -> None:
-    """``--precision auto|fp32|bf16`` and its older spelling ``--bf16`` (= ``--precision bf16``). The default is
-    fp32, the paper's numbers (and the outputs of earlier versions); ``auto`` is the fast choice."""
+    """``--precision auto|fp32|bf16`` (decoding: also ``int8``) and its older spelling ``--bf16`` (= ``--precision
+    bf16``). The default is fp32, the paper's numbers (and the outputs of earlier versions); ``auto`` is the fast
+    choice."""
+    decoding = what == "decoding"
     group.add_argument(
-        "--precision", choices=PRECISIONS, default="fp32",
+        "--precision", choices=DECODE_PRECISIONS if decoding else PRECISIONS, default="fp32",
         help=f"{what} precision: fp32 (default: the paper's numbers), bf16 autocast, or auto = bf16 on CUDA "
-        "and on CPUs with AVX512-BF16/AMX, else fp32",
+        "and on CPUs with AVX512-BF16/AMX, else fp32"
+        + ("; int8 = the linear layers dynamically quantized to int8 (CPU)" if decoding else ""),
     )  # fmt: skip
     add_bf16_alias(group)
 
@@ -125,7 +129,9 @@ def add_bf16_alias(group) -> None:
 def print_precision(precision: str, device) -> None:
     """Say on stderr what ``--precision`` became on ``device`` (``auto`` -> bf16 or fp32, and why); silent for
     the default fp32, so that plain commands print only their results."""
-    if precision != "fp32":
+    if precision == "int8":
+        print(f"precision int8 (asked for) on {device}: linear layers dynamically quantized", file=sys.stderr)
+    elif precision != "fp32":
         print(describe_precision(precision, device), file=sys.stderr)
 
 

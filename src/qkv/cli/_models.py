@@ -16,14 +16,14 @@ def load_translator(model: str | None, device: str = "cpu", precision: str = "fp
 
 def open_model(path: str, device: str, kind: str | tuple[str, ...] | None = None, precision: str = "fp32"):
     """:func:`qkv.load` for a command: the object of ``path`` (checkpoint or Hugging Face folder), of ``kind``;
-    a translator decodes in ``precision`` (see :mod:`qkv.train.precision`)."""
+    a translator decodes in ``precision`` (see :mod:`qkv.train.precision`, int8: :mod:`qkv.decode.quantize`)."""
     from qkv.cli._common import resolve_device
     from qkv.tasks.load import load
-    from qkv.train.precision import resolve_precision
+    from qkv.tasks.translation.translator import resolve_decode_precision
 
     loaded = load(path, resolve_device(device), kind=kind)
     if loaded.kind == "translation":
-        loaded.precision = resolve_precision(precision, loaded.device)
+        loaded.precision = resolve_decode_precision(precision, loaded.device)
     return loaded
 
 

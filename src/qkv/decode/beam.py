@@ -35,6 +35,7 @@ from torch import Tensor, nn
 
 from qkv.data.special import EOS, PAD
 from qkv.decode.common import next_token_logits, start_search, strip_specials
+from qkv.decode.topk import row_topk
 from qkv.nn.embedding import check_token_ids
 from qkv.nn.modes import eval_mode
 
@@ -235,7 +236,7 @@ def _top_candidates(log_probs: Tensor, live_scores: Tensor, k: int) -> tuple[Ten
     """
     n = live_scores.shape[0]
     per_beam = min(2 * k, log_probs.shape[-1])  # 2K, unless the vocabulary is smaller
-    cand_lp, cand_token = log_probs.topk(per_beam, dim=-1)  # (A·K, 2K)
+    cand_lp, cand_token = row_topk(log_probs, per_beam)  # (A·K, 2K)
     cand_scores = (live_scores.view(-1, 1) + cand_lp).view(n, k * per_beam)  # (A, K·2K)
     order = cand_scores.sort(dim=-1, descending=True, stable=True).indices[:, : 2 * k]  # (A, 2K)
     top_scores = cand_scores.gather(1, order)  # (A, 2K)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from qkv.data.special import EOS
 from qkv.decode.common import next_token_logits, start_search, strip_specials
+from qkv.decode.topk import row_argmax
 from qkv.nn.embedding import check_token_ids
 from qkv.nn.modes import eval_mode
 
@@ -53,7 +54,7 @@ def greedy_search(
         cache = model.new_cache() if use_cache else None
         for step in range(max_steps):
             logits = next_token_logits(model, tokens, step, memory, memory_mask, cache)  # (A, V)
-            next_token = logits.max(dim=-1).indices  # (A,): argmax (first on ties), `max` is faster on CPU
+            next_token = row_argmax(logits)  # (A,): argmax (first on ties)
             tokens[:, step + 1] = next_token
             finished = (next_token == EOS) | (step + 1 >= limits)  # (A,)
             n_finished = int(finished.sum())  # the one host sync of the step

@@ -169,6 +169,8 @@ class KVCache:
     group: int = 1
     rows_have_keys: bool = False  # static: every query row has a key it may attend to (checked once)
     _buffers: tuple[Tensor, Tensor] | None = field(default=None, repr=False)  # (B, H, capacity, Dh) each
+    #: self-attention: W_Q, W_K, W_V side by side (and their biases), concatenated once per decoding
+    qkv_weight: tuple[Tensor, Tensor | None] | None = field(default=None, repr=False)
 
     @property
     def length(self) -> int:
@@ -207,8 +209,11 @@ class KVCache:
         if self._buffers is None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
             return
-        length = self.length
-        self._buffers = tuple(buf.index_select(0, index) for buf in self._buffers)
+        length = self.length  # copy the filled positions only, not the buffer's spare room
+        grown = tuple(buf.new_empty(index.shape[0], *buf.shape[1:]) for buf in self._buffers)
+        for old, new in zip(self._buffers, grown):
+            torch.index_select(old[:, :, :length], 0, index, out=new[:, :, :length])
+        self._buffers = grown
         self.k, self.v = (buf[:, :, :length] for buf in self._buffers)
 
 
@@ -268,16 +273,21 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, T, D) -> (B, H, T, Dh)
 
     def _project_qkv(
-        self, query: Tensor, key: Tensor, value: Tensor, fuse: bool
+        self, query: Tensor, key: Tensor, value: Tensor, fuse: bool, cache: KVCache | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        if fuse and query is key and key is value:
+        if fuse and query is key and key is value and isinstance(self.q_proj, nn.Linear):  # (not int8 copies)
             # Self-attention: one matmul for W_Q, W_K, W_V together (same maths, one kernel instead of three).
-            # Not when decoding step by step: there the (3D, D) weight copy costs more than the matmul of a few
-            # rows it fuses, and the three small matmuls are faster.
-            w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
-            b = None
-            if self.q_proj.bias is not None:
-                b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+            # When decoding step by step the (3D, D) weight is concatenated once, at the first step, and kept
+            # in the cache: a copy every step would cost more than the matmul of a few rows it fuses.
+            if cache is not None and cache.qkv_weight is not None:
+                w, b = cache.qkv_weight
+            else:
+                w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
+                b = None
+                if self.q_proj.bias is not None:
+                    b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+                if cache is not None:
+                    cache.qkv_weight = (w, b)
             return F.linear(query, w, b).chunk(3, dim=-1)  # 3 × (B, T, D)
         if key is value and query is not key:
             # Cross-attention: W_K and W_V read the same memory: one matmul (and one bf16 cast of it) for both.
@@ -326,7 +336,7 @@ class MultiHeadAttention(nn.Module):
             q = self.q_proj(query)  # (B_q, T_q, D); K, V come from the cache
             k, v = cache.k, cache.v
         else:
-            q, k, v = self._project_qkv(query, key, value, fuse=cache is None)
+            q, k, v = self._project_qkv(query, key, value, fuse=cache is None or not cache.static, cache=cache)
             k, v = self._split_heads(k), self._split_heads(v)  # (B, H, T_k, Dh)
             if cache is not None and not cache.static:
                 k, v = cache.append(k, v)  # (B, H, T_past + T_q, Dh)

@@ -18,10 +18,24 @@ from qkv.data.batching import collate
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
 from qkv.decode import decode_corpus, decode_corpus_nbest
 from qkv.decode.corpus import open_progress
+from qkv.decode.quantize import lower_precision
 from qkv.models.transformer import AttentionMaps
 from qkv.tasks.kinds import check_vocab_fits, expect_kind
 from qkv.train.checkpoint import load_checkpoint
-from qkv.train.precision import autocast, resolve_precision
+from qkv.train.precision import PRECISIONS, resolve_precision
+
+#: the precisions a translator decodes in: those of training, and int8 linear layers (CPU)
+DECODE_PRECISIONS = (*PRECISIONS, "int8")
+
+
+def resolve_decode_precision(precision: str, device: str | torch.device) -> str:
+    """``precision`` for decoding on ``device``: ``"int8"`` (dynamic quantization of the linear layers, CPU
+    only: :mod:`qkv.decode.quantize`), else as :func:`qkv.train.precision.resolve_precision`."""
+    if precision != "int8":
+        return resolve_precision(precision, device)
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"precision int8 decodes on the CPU only (torch's dynamic quantization), got device {device}")
+    return precision
 
 
 @dataclass
@@ -71,7 +85,8 @@ class Translator:
         for side, tokenizer in (("src", tokenizers.src), ("tgt", tokenizers.tgt)):
             check_vocab_fits(tokenizer, getattr(config, f"{side}_vocab_size", None), f"{side} tokenizer")
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)  # decoding under bf16 autocast, or fp32
+        self.precision = resolve_decode_precision(precision, self.device)  # fp32, bf16 or int8
+        self._low: tuple[str, nn.Module, nn.Module] | None = None  # (precision, model, its copy), made once
         self.max_len_b = max_len_b  # outputs stop at source length + max_len_b tokens (§6.1: 50)
         self.model = model.to(self.device).eval()
         self.tokenizers = tokenizers
@@ -80,7 +95,8 @@ class Translator:
     def load(cls, checkpoint: str | Path, device: str | torch.device = "cpu", max_len_b: int = 50,
              precision: str = "fp32") -> Translator:  # fmt: skip
         """Load a checkpoint folder (model + tokenizers) written by :func:`qkv.train.checkpoint.save_checkpoint`;
-        ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``: see :mod:`qkv.train.precision`) is the decoding's.
+        ``precision`` (``"fp32"``, ``"bf16"``, ``"auto"``: see :mod:`qkv.train.precision`; ``"int8"``: see
+        :mod:`qkv.decode.quantize`) is the decoding's.
 
         A checkpoint of another kind (a classifier, a ViT) is refused with one line naming its kind.
         """
@@ -144,8 +160,9 @@ class Translator:
             [[('A dog.', -0.41), ('A dog', -0.93)]]
         """
         sentences = [sentences] if isinstance(sentences, str) else list(sentences)
-        hyps = decode_corpus_nbest(self.model, self.encode_sources(sentences), nbest=nbest, beam_size=beam_size,
-                                   alpha=alpha, max_len_b=self.max_len_b, batch_size=batch_size)  # fmt: skip
+        hyps = decode_corpus_nbest(self.decoding_model(), self.encode_sources(sentences), nbest=nbest,
+                                   beam_size=beam_size, alpha=alpha, max_len_b=self.max_len_b,
+                                   batch_size=batch_size)  # fmt: skip
         return [[(self.tgt_tokenizer.decode(ids), score) for ids, score in options] for options in hyps]
 
     def translate_stream(
@@ -180,19 +197,28 @@ class Translator:
         if not todo:
             return out
         ids = self.encode_sources(sentences, first=first, name=name)
-        with autocast(self.device, self.precision == "bf16"):  # one context: the bf16 weight copies are made once
-            hyps = decode_corpus(
-                self.model,
-                [ids[i] for i in todo],
-                beam_size=beam_size,
-                alpha=alpha,
-                max_len_b=self.max_len_b,
-                batch_size=batch_size,
-                on_batch=on_batch,
-            )
+        hyps = decode_corpus(
+            self.decoding_model(),
+            [ids[i] for i in todo],
+            beam_size=beam_size,
+            alpha=alpha,
+            max_len_b=self.max_len_b,
+            batch_size=batch_size,
+            on_batch=on_batch,
+        )
         for i, hyp in zip(todo, hyps):
             out[i] = self.tgt_tokenizer.decode(hyp)
         return out
+
+    def decoding_model(self) -> nn.Module:
+        """The model the searches run: :attr:`model` itself in fp32, else its copy in :attr:`precision` (bf16
+        weights, or int8 linear layers: :mod:`qkv.decode.quantize`), made once and again only if
+        :attr:`model` or :attr:`precision` change."""
+        if self.precision == "fp32":
+            return self.model
+        if self._low is None or self._low[0] != self.precision or self._low[1] is not self.model:
+            self._low = (self.precision, self.model, lower_precision(self.model, self.precision))
+        return self._low[2]
 
     @torch.inference_mode()
     def attention(self, source: str, target: str | None = None, beam_size: int = 5) -> AttentionView:

@@ -1,0 +1,112 @@
+"""Low-precision decoding copies (issue 17): int8 dynamic quantization of the linear layers and bf16 weights
+give logits close to fp32 and mostly the same tokens, leave the fp32 model untouched, and are what
+``Translator`` / the decoding commands use for ``--precision int8|bf16``."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qkv import Transformer, TransformerConfig
+from qkv.cli import build_parser
+from qkv.data.special import BOS, EOS, PAD
+from qkv.decode import beam_search, greedy_search
+from qkv.decode.quantize import lower_precision, quantize_linear
+
+VOCAB = 14
+
+
+def sources(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, VOCAB, (n, 7), generator=g)
+    lengths = torch.randint(2, 7, (n,), generator=g)
+    for i, n_words in enumerate(lengths.tolist()):
+        src[i, n_words] = EOS
+        src[i, n_words + 1 :] = PAD
+    return src
+
+
+@pytest.fixture(scope="module")
+def copier() -> Transformer:
+    """A tiny Transformer trained for a few seconds to copy its input (peaked outputs, as a trained model)."""
+    torch.manual_seed(0)
+    cfg = TransformerConfig.preset("tiny", src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, max_len=64)
+    model = Transformer(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in range(150):
+        src = sources(32, seed=1000 + step)
+        tgt = torch.cat([torch.full((32, 1), BOS), src], dim=1)  # (B, 1 + S): BOS, the words, EOS, PAD
+        logits = model(src, tgt[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_int8_copy_quantizes_every_linear_layer_and_leaves_the_model_alone(copier):
+    before = {name: p.clone() for name, p in copier.state_dict().items()}
+    q = quantize_linear(copier)
+    kinds = {type(m) for m in q.modules()}
+    assert nn.Linear not in kinds and torch.ao.nn.quantized.dynamic.Linear in kinds
+    assert q.generator is not copier.generator and isinstance(copier.generator, nn.Linear)
+    assert copier.generator.weight is copier.tgt_embed.weight  # the fp32 model keeps its tied matrix
+    assert all(torch.equal(before[name], p) for name, p in copier.state_dict().items())
+
+
+@pytest.mark.parametrize("precision", ["int8", "bf16"])
+def test_low_precision_logits_are_close_and_greedy_tokens_agree(copier, precision):
+    low = lower_precision(copier, precision)
+    src = sources(48, seed=7)
+    tgt = torch.cat([torch.full((48, 1), BOS), src[:, :-1]], dim=1)
+    with torch.inference_mode():
+        fp32, approx = copier(src, tgt), low(src, tgt).float()  # (B, T, V)
+    error = (approx - fp32).abs()
+    typical, worst = error.mean() / fp32.abs().mean(), error.max() / fp32.abs().max()
+    assert typical < 0.05 and worst < 0.15, f"{precision} logits off by {typical:.3f} ({worst:.3f} at most)"
+    assert (approx.argmax(-1) == fp32.argmax(-1)).float().mean() > 0.95
+    same = sum(a == b for a, b in zip(greedy_search(copier, src), greedy_search(low, src)))
+    assert same >= 0.8 * len(src), f"{precision} greedy agrees with fp32 on only {same}/{len(src)} sentences"
+    beam = beam_search(low, src, beam_size=3)
+    assert sum(a == b for a, b in zip(beam, beam_search(copier, src, beam_size=3))) >= 0.8 * len(src)
+
+
+def test_fp32_is_the_model_itself_and_bad_precisions_are_refused(copier):
+    assert lower_precision(copier, "fp32") is copier
+    with pytest.raises(ValueError, match="decoding precision must be fp32, int8 or bf16, got 'fp16'"):
+        lower_precision(copier, "fp16")
+    with pytest.raises(ValueError, match="CPU only"):
+        quantize_linear(nn.Linear(4, 4, device="meta"))
+
+
+def test_translator_decodes_int8_with_one_quantized_copy(copier):
+    from qkv.tasks.translation import Translator
+
+    ids = SimpleNamespace(  # a stand-in tokenizer pair: sentences of token ids
+        src=SimpleNamespace(encode_batch=lambda lines: [[int(t) for t in line.split()] for line in lines]),
+        tgt=SimpleNamespace(decode=lambda y: " ".join(map(str, y))),
+    )
+    sentences = [" ".join(str(t) for t in row if t > EOS) for row in sources(24, seed=9).tolist()]
+    fp32 = Translator(copier, ids).translate(sentences, beam_size=1)
+    int8 = Translator(copier, ids, precision="int8")
+    assert int8.precision == "int8" and int8.decoding_model() is int8.decoding_model()  # made once
+    assert isinstance(int8.decoding_model().generator, torch.ao.nn.quantized.dynamic.Linear)
+    assert sum(a == b for a, b in zip(fp32, int8.translate(sentences, beam_size=1))) >= 0.8 * len(sentences)
+    assert int8.translate_nbest(sentences[:2], nbest=2, beam_size=2)[0][0][0]
+    with pytest.raises(ValueError, match="int8 decodes on the CPU only"):
+        Translator(copier, ids, device="meta", precision="int8")
+
+
+@pytest.mark.parametrize("argv", [["translate", "--model", "m", "x"], ["evaluate", "--model", "m"], ["serve"]])
+def test_decoding_commands_take_precision_int8(argv):
+    assert build_parser().parse_args([*argv, "--precision", "int8"]).precision == "int8"
+
+
+def test_training_commands_do_not_take_int8():
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--data", "d", "--src", "de", "--tgt", "en", "--out", "o",
+                                   "--precision", "int8"])  # fmt: skip
