@@ -289,7 +289,7 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     cache.qkv_weight = (w, b)
             return F.linear(query, w, b).chunk(3, dim=-1)  # 3 × (B, T, D)
-        if key is value and query is not key:
+        if key is value and query is not key and isinstance(self.k_proj, nn.Linear):  # (not int8 copies)
             # Cross-attention: W_K and W_V read the same memory: one matmul (and one bf16 cast of it) for both.
             w = torch.cat([self.k_proj.weight, self.v_proj.weight])  # (2D, D)
             b = None if self.k_proj.bias is None else torch.cat([self.k_proj.bias, self.v_proj.bias])
