@@ -98,7 +98,7 @@ def scaled_dot_product_attention(
         # The most negative finite value of the dtype: exp(·) underflows to 0, works in fp16/bf16, no NaN.
         scores = scores.masked_fill(blocked, torch.finfo(scores.dtype).min)
     weights = torch.softmax(scores, dim=-1)  # (..., T_q, T_k), rows sum to 1; blocked keys get exactly 0 ...
-    if blocked is not None and not rows_have_keys and (need_weights or not bool(mask.any(dim=-1).all())):
+    if blocked is not None and not rows_have_keys and (need_weights or _some_row_has_no_key(mask)):
         # ... except in a row with no allowed key (uniform over them): it becomes all zeros. (Without weights,
         # i.e. the CPU bf16 path, one check of the small mask replaces a pass over the weights.)
         weights = weights.masked_fill(blocked, 0.0)
@@ -107,6 +107,14 @@ def scaled_dot_product_attention(
     dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
     out = dropped @ v  # (..., T_q, d_v) = weights·V
     return out, weights if need_weights else None
+
+
+def _some_row_has_no_key(mask: Tensor) -> bool:
+    """Whether a query row of ``mask`` allows no key: a host check, so under ``torch.compile`` (where it would
+    break the graph) the answer is "maybe" (True) and the zeroing pass always runs."""
+    if torch.compiler.is_compiling():
+        return True
+    return not bool(mask.any(dim=-1).all())
 
 
 def fused_kernel_pays(q: Tensor) -> bool:
