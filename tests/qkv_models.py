@@ -34,3 +34,24 @@ def classifier_folder(root: Path, *, extra_vocab: int = 0) -> Path:
 
 def vit_folder(root: Path) -> Path:
     return save_checkpoint(root / "vit", ViT(ViTConfig.preset("digits", image_size=8)))
+
+
+def train_copier(vocab: int, batch, steps: int = 150) -> qkv.Transformer:
+    """A tiny Transformer trained for a few seconds (seed 0) on ``batch(step) -> (src, tgt)``, tgt starting with
+    BOS: peaked outputs, as a trained model has. Returned in eval mode."""
+    import torch.nn.functional as F
+
+    from qkv.data.special import PAD
+
+    torch.manual_seed(0)
+    cfg = qkv.TransformerConfig.preset("tiny", src_vocab_size=vocab, tgt_vocab_size=vocab, max_len=64)
+    model = qkv.Transformer(cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for step in range(steps):
+        src, tgt = batch(step)
+        logits = model(src, tgt[:, :-1])  # teacher forcing: predict tgt[1:] from tgt[:-1]
+        loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()

@@ -7,11 +7,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, length_penalty, max_output_lengths
+from qkv_models import train_copier
 
 A, B, C = 3, 4, 5  # ordinary tokens of the scripted models
 
@@ -298,23 +298,16 @@ def test_batch_invariance():
 @pytest.fixture(scope="module")
 def copier():
     """A tiny Transformer trained for a few seconds to copy its input (peaked, EOS-aware outputs)."""
-    torch.manual_seed(0)
-    vocab = 14
-    cfg = TransformerConfig.preset("tiny", src_vocab_size=vocab, tgt_vocab_size=vocab, max_len=64)
-    model = Transformer(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for step in range(150):
-        src = random_sources(32, vocab, seed=1000 + step, max_words=6)
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        src = random_sources(32, 14, seed=1000 + step, max_words=6)
         words = [[t for t in row if t > EOS] for row in src.tolist()]
         tgt = torch.full((len(words), src.shape[1] + 1), PAD, dtype=torch.long)
         for i, w in enumerate(words):
             tgt[i, : len(w) + 2] = torch.tensor([BOS, *w, EOS])
-        logits = model(src, tgt[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+        return src, tgt
+
+    return train_copier(14, batch)
 
 
 def test_beam_of_one_is_greedy_on_a_trained_model(copier):

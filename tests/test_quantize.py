@@ -8,14 +8,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from qkv import Transformer, TransformerConfig
+from qkv import Transformer
 from qkv.cli import build_parser
 from qkv.data.special import BOS, EOS, PAD
 from qkv.decode import beam_search, greedy_search
 from qkv.decode.quantize import lower_precision, quantize_linear
+from qkv_models import train_copier
 
 VOCAB = 14
 
@@ -33,19 +33,12 @@ def sources(n: int, seed: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def copier() -> Transformer:
     """A tiny Transformer trained for a few seconds to copy its input (peaked outputs, as a trained model)."""
-    torch.manual_seed(0)
-    cfg = TransformerConfig.preset("tiny", src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, max_len=64)
-    model = Transformer(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    for step in range(150):
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
         src = sources(32, seed=1000 + step)
-        tgt = torch.cat([torch.full((32, 1), BOS), src], dim=1)  # (B, 1 + S): BOS, the words, EOS, PAD
-        logits = model(src, tgt[:, :-1])
-        loss = F.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten(), ignore_index=PAD)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+        return src, torch.cat([torch.full((32, 1), BOS), src], dim=1)  # (B, 1 + S): BOS, the words, EOS, PAD
+
+    return train_copier(VOCAB, batch)
 
 
 def test_int8_copy_quantizes_every_linear_layer_and_leaves_the_model_alone(copier):
