@@ -78,7 +78,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     so it is computed in the forward pass from the same chunk (no fp32 log-probabilities of the whole batch
     are kept for the backward pass) and stored in the logits' dtype; backward only scales it. The unfused
     computation — a float32 copy, log_softmax, gather, mean and their backward passes, each over the full
-    (N, V) tensor — was about a quarter of a CPU training step (issue 17; see docs/performance.md).
+    (N, V) tensor — was about a fifth of a bf16 CPU training step (issue 17; see docs/performance.md).
     """
 
     @staticmethod
