@@ -41,8 +41,8 @@
 # changed step cannot push the whole past it: the last steps are then cut or skipped, and say so.
 #
 # Environment (all optional):
-#   QKV_DATA             data root holding multi30k/ (or the multi30k folder itself); default: shared/data in
-#                        the source tree, then ../shared/data beside it
+#   QKV_DATA             data root holding multi30k/ (or the multi30k folder itself), the only place looked at
+#                        when set; default: shared/data in the source tree, then ../shared/data beside it
 #   QKV_GPU_TINY=1       tiny sizes on the CPU (the end-to-end test, tests/test_gpu_script.py); compile off,
 #                        every timeout (and the total) 3x
 #   QKV_GPU_DEVICE       cuda (default; cpu in tiny mode)
@@ -92,8 +92,9 @@ seconds() { printf '%d.%01d' $(($1 / 1000)) $(($1 % 1000 / 100)); }  # ms -> "12
 # -- the data -----------------------------------------------------------------------------------------------
 find_multi30k() {
   local root dir
-  for root in "${QKV_DATA:-}" "$ROOT/shared/data" "$ROOT/../shared/data"; do
-    [[ -n $root ]] || continue
+  local roots=("$ROOT/shared/data" "$ROOT/../shared/data")
+  [[ -n ${QKV_DATA:-} ]] && roots=("$QKV_DATA")  # an explicit QKV_DATA is the only place looked at
+  for root in "${roots[@]}"; do
     for dir in "$root/multi30k" "$root"; do
       if compgen -G "$dir/train.de*" >/dev/null && compgen -G "$dir/test_2016_flickr.en*" >/dev/null; then
         (cd "$dir" && pwd); return 0
@@ -271,7 +272,7 @@ if ! wanted 4; then
   skip_step 4 "train De->En ${TRAIN_MINUTES} min + test BLEU" "not in QKV_GPU_STEPS=$STEPS"
 elif [[ -z $MULTI30K ]]; then
   skip_step 4 "train De->En ${TRAIN_MINUTES} min + test BLEU" \
-    "**FAILED**: no Multi30k found; set QKV_DATA to the folder holding multi30k/ (tried \$QKV_DATA, shared/data, ../shared/data)"
+    "**FAILED**: no Multi30k found; set QKV_DATA to the folder holding multi30k/ (tried ${QKV_DATA:-shared/data and ../shared/data})"
 else
   run_step 4 "train De->En ${TRAIN_MINUTES} min + test BLEU" "$TRAIN_TIMEOUT" none \
     "$PY" -m qkv.cli train --data "$MULTI30K" --src de --tgt en --out "$RUN" --overwrite --device "$DEVICE" \
