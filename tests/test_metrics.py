@@ -140,7 +140,7 @@ def test_train_writes_metrics_log_tensorboard_and_appends_on_resume(tmp_path, ca
 
     log = (out / "train.log").read_text()
     assert "train | step 2" in log and "valid | step 4" in log  # the logged lines
-    assert "test (best, beam 1)" in log and "done in" in log  # the printed ones
+    assert "test (best, beam 1, α 0.6)" in log and "done in" in log  # the printed ones
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((out / "tensorboard").glob("events.out.tfevents.*")) or not tensorboard
 

@@ -217,11 +217,14 @@ class KVCache:
         if self._buffers is None:
             self.k, self.v = self.k.index_select(0, index), self.v.index_select(0, index)
             return
-        length = self.length  # copy the filled positions only, not the buffer's spare room
-        grown = tuple(buf.new_empty(index.shape[0], *buf.shape[1:]) for buf in self._buffers)
-        for old, new in zip(self._buffers, grown):
-            torch.index_select(old[:, :, :length], 0, index, out=new[:, :, :length])
-        self._buffers = grown
+        length = self.length
+        if torch.is_grad_enabled() and self._buffers[0].requires_grad:  # out= has no autograd: copy it all
+            self._buffers = tuple(buf.index_select(0, index) for buf in self._buffers)
+        else:  # copy the filled positions only, not the buffer's spare room
+            grown = tuple(buf.new_empty(index.shape[0], *buf.shape[1:]) for buf in self._buffers)
+            for old, new in zip(self._buffers, grown):
+                torch.index_select(old[:, :, :length], 0, index, out=new[:, :, :length])
+            self._buffers = grown
         self.k, self.v = (buf[:, :, :length] for buf in self._buffers)
 
 
