@@ -25,7 +25,8 @@ import torch
 
 import qkv
 from qkv.data.batching import collate_tokens
-from qkv.data.special import BOS, EOS, PAD
+from qkv.data.special import EOS, PAD
+from qkv.decode import strip_specials
 from qkv.train.precision import cpu_has_fast_bf16
 from train_throughput import MarianModel  # the qkv-preset -> MarianConfig mapping of the throughput bench
 
@@ -69,10 +70,8 @@ def translate_ids(model, sources: Sequence[Sequence[int]], *, beam: int, max_len
                 input_ids=input_ids, attention_mask=input_ids.ne(PAD), num_beams=beam, do_sample=False,
                 max_new_tokens=min(input_ids.size(1) + max_len_b, limit),
             )  # (B, 1 + T)
-            for i, row in zip(chunk, generated.tolist()):
-                ids = row[1:]  # drop decoder_start (BOS)
-                ids = ids[: ids.index(EOS)] if EOS in ids else ids
-                out[i] = [t for t in ids if t not in (PAD, BOS)]
+            for i, ids in zip(chunk, strip_specials(generated.tolist())):  # decoder_start is BOS: dropped
+                out[i] = ids
     return out
 
 

@@ -355,24 +355,11 @@ def profile_table(config, batches, args, device, dtype, rows: int = 15) -> str:
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    torch.manual_seed(0)
-    model = WithLoss(qkv.Transformer(config), own_loss=args.loss == "own").to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9, **ADAM[args.adam])
-    cycle = itertools.cycle(batches)
-
-    def step() -> None:
-        src, tgt_in, tgt_out = next(cycle)
-        with autocast(device, dtype):
-            loss = model(src, tgt_in, tgt_out)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    step()  # warm-up
-    synchronize(device)
+    warmed = argparse.Namespace(**{**vars(args), "warmup": 1})
+    trainee = prepare("qkv", False, config, batches, warmed, device, dtype)  # built, one warm-up step
     with profile(activities=activities) as prof:
         for _ in range(args.profile):
-            step()
+            trainee.step()
         synchronize(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     title = f"torch.profiler: {args.profile} qkv eager steps, {dtype}, Adam {args.adam}, top {rows} ops by self time"

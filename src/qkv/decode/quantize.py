@@ -54,6 +54,12 @@ def int8_engine() -> str:
     raise ValueError(f"int8 decoding needs a quantized engine in torch; this build has {engines}")
 
 
+def check_int8_device(device: str | torch.device) -> None:
+    """Raise ``ValueError`` unless ``device`` is the CPU: torch's dynamic quantization has CPU kernels only."""
+    if torch.device(device).type != "cpu":
+        raise ValueError(f"precision int8 decodes on the CPU only (torch's dynamic quantization), got device {device}")
+
+
 def quantize_linear(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose ``nn.Linear`` layers are int8 dynamically quantized (CPU only).
 
@@ -72,9 +78,7 @@ def quantize_linear(model: nn.Module) -> nn.Module:
         >>> q(torch.randn(2, 8)).shape
         torch.Size([2, 4])
     """
-    device = next(model.parameters()).device
-    if device.type != "cpu":
-        raise ValueError(f"int8 decoding runs on the CPU only (torch's dynamic quantization), got device {device}")
+    check_int8_device(next(model.parameters()).device)
     with warnings.catch_warnings(), _quantized_engine(int8_engine()):
         warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices, once per layer
         quantized = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8)

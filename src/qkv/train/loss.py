@@ -55,9 +55,10 @@ def label_smoothed_cross_entropy(
         raise ValueError(f"epsilon must be in [0, 1), got {epsilon}")
     flat_logits = logits.reshape(-1, logits.shape[-1])  # (N_all, V)
     flat_target = target.reshape(-1)  # (N_all,)
+    keep = flat_target != ignore_index  # (N_all,): the non-pad positions
     want_grad = torch.is_grad_enabled() and logits.requires_grad
-    loss_sum, nll_sum = _SmoothedCrossEntropy.apply(flat_logits, flat_target, epsilon, ignore_index, want_grad)
-    return loss_sum, nll_sum, (target != ignore_index).sum()
+    loss_sum, nll_sum = _SmoothedCrossEntropy.apply(flat_logits, flat_target, keep, epsilon, want_grad)
+    return loss_sum, nll_sum, keep.sum()
 
 
 #: fp32 elements of logits processed at once: a chunk's temporaries stay in the CPU cache instead of making
@@ -82,9 +83,8 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, epsilon: float, ignore_index: int, want_grad: bool):
+    def forward(ctx, logits: Tensor, target: Tensor, keep: Tensor, epsilon: float, want_grad: bool):
         n, v = logits.shape
-        keep = target != ignore_index  # (N,)
         safe_target = target.masked_fill(~keep, 0).unsqueeze(-1)  # (N, 1)
         nll = torch.empty(n, dtype=torch.float32, device=logits.device)  # −log p_y
         smooth = torch.empty_like(nll)  # mean over the vocabulary of −log p_v

@@ -18,7 +18,7 @@ from qkv.data.batching import collate
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
 from qkv.decode import decode_corpus, decode_corpus_nbest
 from qkv.decode.corpus import open_progress
-from qkv.decode.quantize import lower_precision
+from qkv.decode.quantize import check_int8_device, lower_precision
 from qkv.models.transformer import AttentionMaps
 from qkv.tasks.kinds import check_vocab_fits, expect_kind
 from qkv.train.checkpoint import load_checkpoint
@@ -33,8 +33,7 @@ def resolve_decode_precision(precision: str, device: str | torch.device) -> str:
     only: :mod:`qkv.decode.quantize`), else as :func:`qkv.train.precision.resolve_precision`."""
     if precision != "int8":
         return resolve_precision(precision, device)
-    if torch.device(device).type != "cpu":
-        raise ValueError(f"precision int8 decodes on the CPU only (torch's dynamic quantization), got device {device}")
+    check_int8_device(device)
     return precision
 
 
