@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from qkv.config import ConfigError, ConfigMixin, config_preset, is_int
 from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config
+from qkv.nn.dropout import Dropout
 from qkv.nn.embedding import TokenEmbedding
 from qkv.nn.masks import padding_mask
 from qkv.nn.positional import PositionalEncoding
@@ -172,9 +173,9 @@ class TextClassifier(EncoderClassifier):
         self.segment = nn.Embedding(c.n_segments, c.d_model) if c.n_segments else None
         self.embed_norm = nn.LayerNorm(c.d_model, eps=c.eps) if c.embed_norm else None
         self.pooler = nn.Linear(c.d_model, c.d_model) if c.pooler else None
-        self.embed_dropout = nn.Dropout(c.dropout)
+        self.embed_dropout = Dropout(c.dropout)
         self.encoder = build_encoder(c)
-        self.head_dropout = nn.Dropout(c.dropout)
+        self.head_dropout = Dropout(c.dropout)
         self.head = nn.Linear(c.d_model, c.n_classes)  # the classifier on the pooled state
 
     def embed_inputs(self, tokens: Tensor) -> tuple[Tensor, Tensor]:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints, config_preset, is_int, is_number
 from qkv.nn.attention import ATTENTIONS
+from qkv.nn.dropout import Dropout
 from qkv.nn.embedding import TokenEmbedding, check_token_ids
 from qkv.nn.feedforward import ACTIVATIONS
 from qkv.nn.layers import DecoderLayer, EncoderLayer, LayerCache
@@ -304,7 +305,7 @@ class Transformer(nn.Module):
         self.tgt_pos = self.src_pos if c.positional == "sinusoidal" else PositionalEncoding(
             c.d_model, c.max_len, c.positional
         )
-        self.embed_dropout = nn.Dropout(c.dropout)  # dropout on embeddings + positions (§5.4)
+        self.embed_dropout = Dropout(c.dropout)  # dropout on embeddings + positions (§5.4)
         kwargs = {**layer_kwargs(c), "attention": c.attention}
         self.encoder = Encoder(c.n_layers, **kwargs)
         self.decoder = Decoder(c.decoder_layers, **kwargs)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from qkv.config import ConfigError, ConfigMixin, config_preset
 from qkv.models.encoder_only import EncoderClassifier, build_encoder, check_encoder_config
+from qkv.nn.dropout import Dropout
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 8×8 scikit-learn digits: trains in seconds (tests)
@@ -143,7 +144,7 @@ class ViT(EncoderClassifier):
         self.patch_embed = PatchEmbedding(c.in_channels, c.d_model, c.patch_size)
         self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model))
         self.pos_embed = nn.Parameter(torch.randn(1, c.n_patches + 1, c.d_model) * 0.02)  # learned E_pos
-        self.embed_dropout = nn.Dropout(c.dropout)
+        self.embed_dropout = Dropout(c.dropout)
         self.encoder = build_encoder(c)  # pre-LN ends in a LayerNorm: the ViT's LN before the head (Eq. 4)
         self.head = nn.Linear(c.d_model, c.n_classes)
         nn.init.zeros_(self.head.weight)  # ViT initialises the head to zero

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.nn.dropout import dropout
 from qkv.nn.masks import causal_mask, check_mask, combine_masks
 
 ATTENTIONS = ("soft", "hard")  # softmax weights (the paper) or one-hot weights (option)
@@ -104,7 +105,7 @@ def scaled_dot_product_attention(
         weights = weights.masked_fill(blocked, 0.0)
     if hard:
         weights = hard_attention_weights(weights)  # one-hot forward, softmax gradient backward
-    dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0.0 else weights
+    dropped = dropout(weights, dropout_p) if dropout_p > 0.0 else weights
     out = dropped @ v  # (..., T_q, d_v) = weights·V
     return out, weights if need_weights else None
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from qkv.nn.dropout import Dropout
+
 # "relu" is the paper's. The others are deviations, flagged as options: "gelu" (exact, erf) is BERT's and ViT's
 # (Hendrycks & Gimpel 2016); "swish" (= "silu", x·sigmoid(x), Ramachandran et al. 2017) is Marian's (OPUS-MT).
 ACTIVATIONS = {"relu": F.relu, "gelu": F.gelu, "swish": F.silu, "silu": F.silu}
@@ -36,7 +38,7 @@ class PositionwiseFeedForward(nn.Module):
         self.linear1 = nn.Linear(d_model, d_ff)  # W_1, b_1
         self.linear2 = nn.Linear(d_ff, d_model)  # W_2, b_2
         self.activation = ACTIVATIONS[activation]
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.dropout(self.activation(self.linear1(x)))  # (B, T, F)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from qkv.nn.attention import KVCache, MultiHeadAttention
+from qkv.nn.dropout import Dropout
 from qkv.nn.feedforward import PositionwiseFeedForward
 
 NORMS = ("post", "pre")
@@ -31,7 +32,7 @@ class Residual(nn.Module):
             raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
         self.pre = norm == "pre"
         self.norm = nn.LayerNorm(d_model, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, sublayer: Callable[[Tensor], tuple[Tensor, Tensor | None]]):
         if self.pre:
