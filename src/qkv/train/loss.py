@@ -62,44 +62,52 @@ def label_smoothed_cross_entropy(
 
 
 #: fp32 elements of logits processed at once: a chunk's temporaries stay in the CPU cache instead of making
-#: several passes over the full (N, V) tensor in memory ...
-CHUNK_ELEMENTS = 1 << 18
+#: several passes over the full (N, V) tensor in memory (64 rows of an 8,000-word vocabulary, 2 MB) ...
+CHUNK_ELEMENTS = 1 << 19
 #: ... in at most this many chunks: every chunk is a few parallel regions, and on a CPU whose cores are busy
 #: with other work each region can wait a scheduler time slice for a descheduled thread.
-MAX_CHUNKS = 16
+MAX_CHUNKS = 32
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
     """One pass over the logits, chunk by chunk in fp32, for the loss *and* its gradient.
 
-    The gradient of the summed loss with respect to the logits z of one non-pad token with target y is
+    For one token with logits z, target y, m = max_v z_v, e_v = exp(z_v − m) and s = Σ_v e_v:
 
-        ∂loss/∂z_v = softmax(z)_v − (1 − ε)·[v = y] − ε / V          (0 for a padding position)
+        −log p_y = log s − (z_y − m)        mean_v(−log p_v) = log s − mean_v(z_v − m)
+        ∂loss/∂z_v = e_v / s − (1 − ε)·[v = y] − ε / V          (0 for a padding position)
 
-    so it is computed in the forward pass from the same chunk (no fp32 log-probabilities of the whole batch
-    are kept for the backward pass) and stored in the logits' dtype; backward only scales it. The unfused
-    computation — a float32 copy, log_softmax, gather, mean and their backward passes, each over the full
-    (N, V) tensor — was about a fifth of a bf16 CPU training step (issue 17; see docs/performance.md).
+    so the gradient is computed in the forward pass from the same chunk (no fp32 log-probabilities of the
+    whole batch are kept for the backward pass) and stored in the logits' dtype; backward only scales it. Six
+    passes over a chunk that stays in cache: max, z − m (into fp32), its mean, exp in place, its sum, and
+    one multiply-add that writes the gradient. The unfused computation — a float32 copy, log_softmax,
+    gather, mean and their backward passes, each over the full (N, V) tensor — was about a fifth of a bf16
+    CPU training step (issue 17; see docs/performance.md).
     """
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, keep: Tensor, epsilon: float, want_grad: bool):
         n, v = logits.shape
         safe_target = target.masked_fill(~keep, 0).unsqueeze(-1)  # (N, 1)
+        kept = keep.to(torch.float32).unsqueeze(-1)  # (N, 1): 1 for a token, 0 for padding
         nll = torch.empty(n, dtype=torch.float32, device=logits.device)  # −log p_y
         smooth = torch.empty_like(nll)  # mean over the vocabulary of −log p_v
         grad = torch.empty_like(logits) if want_grad else None  # (N, V)
         rows = max(1, CHUNK_ELEMENTS // v, -(-n // MAX_CHUNKS))
         for i in range(0, n, rows):
-            z = logits[i : i + rows].to(torch.float32, copy=True)  # (n_c, V), a copy: it is overwritten below
-            y = safe_target[i : i + rows]  # (n_c, 1)
-            lse = torch.logsumexp(z, dim=-1, keepdim=True)  # (n_c, 1): log Σ_v exp z_v
-            nll[i : i + rows] = (lse - z.gather(-1, y)).squeeze(-1)
-            smooth[i : i + rows] = (lse - z.mean(dim=-1, keepdim=True)).squeeze(-1)
+            y, k = safe_target[i : i + rows], kept[i : i + rows]  # (n_c, 1) each
+            z = logits[i : i + rows]  # (n_c, V)
+            z = z - z.amax(dim=-1, keepdim=True).to(torch.float32)  # (n_c, V) fp32: z − m, a new tensor
+            z_mean, z_y = z.mean(dim=-1, keepdim=True), z.gather(-1, y)  # (n_c, 1) each
+            e = z.exp_()  # (n_c, V): exp(z − m), in place
+            s = e.sum(dim=-1, keepdim=True)  # (n_c, 1)
+            log_s = s.log()
+            nll[i : i + rows] = (log_s - z_y).squeeze(-1)
+            smooth[i : i + rows] = (log_s - z_mean).squeeze(-1)
             if grad is not None:
-                p = z.sub_(lse).exp_()  # (n_c, V): softmax, in place of the fp32 copy
-                p.sub_(epsilon / v).scatter_add_(-1, y, p.new_full(y.shape, -(1.0 - epsilon)))
-                grad[i : i + rows] = p.mul_(keep[i : i + rows].unsqueeze(-1))
+                # e_y −= (1 − ε)·s, then grad = k·(e / s − ε / V): the target's −(1 − ε) in fp32, one write
+                e.scatter_add_(-1, y, -(1.0 - epsilon) * s)
+                torch.addcmul(k * (-epsilon / v), e, k / s, out=grad[i : i + rows])
         zero = nll.new_zeros(())
         loss_sum = torch.where(keep, (1.0 - epsilon) * nll + epsilon * smooth, zero).sum()
         nll_sum = torch.where(keep, nll, zero).sum()
