@@ -62,52 +62,50 @@ def label_smoothed_cross_entropy(
 
 
 #: fp32 elements of logits processed at once: a chunk's temporaries stay in the CPU cache instead of making
-#: several passes over the full (N, V) tensor in memory (64 rows of an 8,000-word vocabulary, 2 MB) ...
-CHUNK_ELEMENTS = 1 << 19
+#: several passes over the full (N, V) tensor in memory (32 rows of an 8,000-word vocabulary, 1 MB) ...
+CHUNK_ELEMENTS = 1 << 18
 #: ... in at most this many chunks: every chunk is a few parallel regions, and on a CPU whose cores are busy
 #: with other work each region can wait a scheduler time slice for a descheduled thread.
-MAX_CHUNKS = 32
+MAX_CHUNKS = 64
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
     """One pass over the logits, chunk by chunk in fp32, for the loss *and* its gradient.
 
-    For one token with logits z, target y, m = max_v z_v, e_v = exp(z_v − m) and s = Σ_v e_v:
+    For one token with logits z, target y and log-probabilities log p = log_softmax(z):
 
-        −log p_y = log s − (z_y − m)        mean_v(−log p_v) = log s − mean_v(z_v − m)
-        ∂loss/∂z_v = e_v / s − (1 − ε)·[v = y] − ε / V          (0 for a padding position)
+        loss_y = (1 − ε)·(−log p_y) + ε·mean_v(−log p_v)
+        ∂loss/∂z_v = p_v − (1 − ε)·[v = y] − ε / V          (0 for a padding position)
 
     so the gradient is computed in the forward pass from the same chunk (no fp32 log-probabilities of the
-    whole batch are kept for the backward pass) and stored in the logits' dtype; backward only scales it. Six
-    passes over a chunk that stays in cache: max, z − m (into fp32), its mean, exp in place, its sum, and
-    one multiply-add that writes the gradient. The unfused computation — a float32 copy, log_softmax,
-    gather, mean and their backward passes, each over the full (N, V) tensor — was about a fifth of a bf16
-    CPU training step (issue 17; see docs/performance.md).
+    whole batch are kept for the backward pass) and stored in the logits' dtype; backward only scales it.
+    Per chunk, which stays in cache: a float32 copy, PyTorch's fused log_softmax, the mean, exp in place and
+    one subtraction that writes the gradient. The unfused computation — a float32 copy, log_softmax, gather,
+    mean and their backward passes, each over the full (N, V) tensor — was about a fifth of a bf16 CPU
+    training step (issue 17; see docs/performance.md).
     """
 
     @staticmethod
     def forward(ctx, logits: Tensor, target: Tensor, keep: Tensor, epsilon: float, want_grad: bool):
         n, v = logits.shape
         safe_target = target.masked_fill(~keep, 0).unsqueeze(-1)  # (N, 1)
-        kept = keep.to(torch.float32).unsqueeze(-1)  # (N, 1): 1 for a token, 0 for padding
         nll = torch.empty(n, dtype=torch.float32, device=logits.device)  # −log p_y
         smooth = torch.empty_like(nll)  # mean over the vocabulary of −log p_v
         grad = torch.empty_like(logits) if want_grad else None  # (N, V)
         rows = max(1, CHUNK_ELEMENTS // v, -(-n // MAX_CHUNKS))
         for i in range(0, n, rows):
-            y, k = safe_target[i : i + rows], kept[i : i + rows]  # (n_c, 1) each
-            z = logits[i : i + rows]  # (n_c, V)
-            z = z - z.amax(dim=-1, keepdim=True).to(torch.float32)  # (n_c, V) fp32: z − m, a new tensor
-            z_mean, z_y = z.mean(dim=-1, keepdim=True), z.gather(-1, y)  # (n_c, 1) each
-            e = z.exp_()  # (n_c, V): exp(z − m), in place
-            s = e.sum(dim=-1, keepdim=True)  # (n_c, 1)
-            log_s = s.log()
-            nll[i : i + rows] = (log_s - z_y).squeeze(-1)
-            smooth[i : i + rows] = (log_s - z_mean).squeeze(-1)
+            y = safe_target[i : i + rows]  # (n_c, 1)
+            log_p = torch.log_softmax(logits[i : i + rows], dim=-1, dtype=torch.float32)  # (n_c, V)
+            nll[i : i + rows] = -log_p.gather(-1, y).squeeze(-1)
+            smooth[i : i + rows] = -log_p.mean(dim=-1)
             if grad is not None:
-                # e_y −= (1 − ε)·s, then grad = k·(e / s − ε / V): the target's −(1 − ε) in fp32, one write
-                e.scatter_add_(-1, y, -(1.0 - epsilon) * s)
-                torch.addcmul(k * (-epsilon / v), e, k / s, out=grad[i : i + rows])
+                p = log_p.exp_()  # (n_c, V): softmax, in place
+                p.scatter_add_(-1, y, p.new_full(y.shape, -(1.0 - epsilon)))  # the target's −(1 − ε), in fp32
+                torch.sub(p, epsilon / v, out=grad[i : i + rows])  # written in the logits' dtype
+        if grad is not None and grad.device.type == "cpu":
+            grad.index_fill_(0, (~keep).nonzero().squeeze(-1), 0.0)  # padding rows: no gradient (only they)
+        elif grad is not None:
+            grad.masked_fill_(~keep.unsqueeze(-1), 0.0)  # the same without nonzero()'s wait for the device
         zero = nll.new_zeros(())
         loss_sum = torch.where(keep, (1.0 - epsilon) * nll + epsilon * smooth, zero).sum()
         nll_sum = torch.where(keep, nll, zero).sum()
