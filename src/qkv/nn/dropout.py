@@ -56,8 +56,9 @@ def keep_scale(shape: torch.Size, p: float, dtype: torch.dtype) -> Tensor:
     words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(1 << 63), None)  # uniform over all 64 bits
     r = words.view(torch.int16)[:n].view(shape)  # (*shape): four uniform 16-bit integers per word
     threshold = round(p * LEVELS) - LEVELS // 2  # r < threshold with probability round(p·2¹⁶) / 2¹⁶
-    kept, dropped = torch.tensor(1.0 / (1.0 - p), dtype=dtype), torch.tensor(0.0, dtype=dtype)
-    return torch.where(r >= threshold, kept, dropped)
+    scale = torch.empty(shape, dtype=dtype)
+    torch.ge(r, threshold, out=scale)  # 1.0 where kept, 0.0 where dropped: written straight in ``dtype``
+    return scale.mul_(1.0 / (1.0 - p))  # (several times faster than torch.where or a bool mask's cast)
 
 
 class _CpuDropout(torch.autograd.Function):
