@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    from qkv.train.memory import keep_freed_memory
+
+    keep_freed_memory()  # large blocks stay in the process: no page faults for each step's logits (issue 17)
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, where it is caught, not at exit
