@@ -102,7 +102,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
                 p = log_p.exp_()  # (n_c, V): softmax, in place
                 p.scatter_add_(-1, y, p.new_full(y.shape, -(1.0 - epsilon)))  # the target's −(1 − ε), in fp32
                 torch.sub(p, epsilon / v, out=grad[i : i + rows])  # written in the logits' dtype
-        if grad is not None and grad.device.type == "cpu":
+        if grad is not None and grad.device.type == "cpu" and not torch.compiler.is_compiling():
             grad.index_fill_(0, (~keep).nonzero().squeeze(-1), 0.0)  # padding rows: no gradient (only they)
         elif grad is not None:
             grad.masked_fill_(~keep.unsqueeze(-1), 0.0)  # the same without nonzero()'s wait for the device
