@@ -7,8 +7,9 @@ positional encodings".
 Same semantics as ``torch.nn.Dropout``; only how the mask is drawn on a CPU differs. PyTorch's CPU dropout
 draws one Bernoulli sample per element and, in bf16, goes through a float32 mask and extra passes: in a bf16
 training step on a 2-core CPU its ``bernoulli_`` was the largest cost after the matrix products (issue 17,
-16 % of the step; 3.4 ms forward + backward for one ``(48, 32, 256)`` activation against 2.0 ms here, and
-7.1 ms against 2.0 ms with 2 threads). Here each random 64-bit word gives four 16-bit uniform integers
+16 % of the step; forward + backward of one bf16 ``(48, 32, 256)`` activation: 4.1 ms against 1.6 ms here
+with 1 thread, 3.5 ms against 1.1 ms with 2, ``bench/step_parts.py``). Each random 64-bit word gives four
+16-bit uniform integers
 ``r ∈ [−2¹⁵, 2¹⁵)`` and element i is dropped iff ``r_i < round(p·2¹⁶) − 2¹⁵``, so p is realised to within
 2⁻¹⁷ (0.1 → 0.100006). The draws come from the default CPU generator, so ``torch.manual_seed`` (``--seed``)
 repeats them exactly. On other devices, and under ``torch.compile`` (which fuses its own dropout), this is
