@@ -99,13 +99,15 @@ def pick_precision(model, batch: dict[str, torch.Tensor], choice: str, steps: in
 
     model.train()
     measured = {}
-    for attention in ("sdpa", "eager"):
+    switchable = hasattr(model, "set_attn_implementation")  # transformers >= 4.48; before: SDPA only
+    for attention in ("sdpa", "eager") if switchable else ("sdpa",):
         model.set_attn_implementation(attention)
         for precision in precisions:
             measured[f"{precision} {attention}"] = seconds_per_step(precision == "bf16")
     best = min(measured, key=measured.get)
     precision, attention = best.split()
-    model.set_attn_implementation(attention)
+    if switchable:
+        model.set_attn_implementation(attention)
     return precision, {"attention": attention, "seconds_per_step": measured}
 
 

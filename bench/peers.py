@@ -14,8 +14,9 @@ label smoothing, Adam betas and sentences per step, for the same minutes of trai
   ``metrics.jsonl`` (the loop's wall time: steps, its own per-epoch validation loss and checkpoint writes;
   data loading before it not counted).
 - **HF**: ``MarianMTModel`` from scratch with ``Seq2SeqTrainer`` (fused AdamW, ``group_by_length``, bf16
-  autocast if a probe finds it faster; ``bench/_peer_marian.py``). Its training time is the wall time from
-  ``on_train_begin`` less the time a ``TrainerCallback`` spends decoding validation BLEU on its schedule.
+  autocast and eager attention if a probe finds them faster; ``bench/_peer_marian.py``). Its training time is
+  the wall time from ``on_train_begin`` less the time a ``TrainerCallback`` spends decoding validation BLEU on
+  its schedule.
 
 Validation BLEU is greedy, the final test BLEU beam 5 (qkv: its own beam search with α = 0.6, of ``last/`` and
 of the ``averaged/`` checkpoint; HF: ``generate(num_beams=5)`` with its defaults, of the last weights), both
