@@ -105,7 +105,7 @@ def scaled_dot_product_attention(
         weights = weights.masked_fill(blocked, 0.0)
     if hard:
         weights = hard_attention_weights(weights)  # one-hot forward, softmax gradient backward
-    dropped = dropout(weights, dropout_p) if dropout_p > 0.0 else weights
+    dropped = dropout(weights, dropout_p)  # the weights themselves when dropout_p is 0
     out = dropped @ v  # (..., T_q, d_v) = weights·V
     return out, weights if need_weights else None
 

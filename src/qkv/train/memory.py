@@ -4,9 +4,9 @@ PyTorch's CPU tensors come from ``malloc``. glibc's ``malloc`` serves a block of
 ``mmap`` and hands it back to the kernel on ``free``; the next allocation of that size is fresh memory that
 the kernel must fault in and zero page by page. A Multi30k step of the ``cpu-de-en`` recipe (3,072 target
 tokens, a vocabulary of 8,000) allocates its bf16 logits and their gradient, 49 MB each, every step: the
-output projection took 37 ms instead of 9 ms for that reason alone (2 threads, one matmul timed in a loop),
-and a whole training step was 1.14× faster once freed blocks stayed in the process (issue 17; measured by
-``qkv train`` steps with and without ``MALLOC_MMAP_MAX_=0``, minor page faults 1.6 M → 0.7 M in 50 steps).
+output projection took 37 ms instead of 9 ms for that reason alone (2 threads, one matmul timed in a loop).
+Over 50 ``qkv train`` steps with and without it, minor page faults fell from 1.6 M to 0.7 M; the median step
+was 1.14× faster in one pair of runs and within the machine's noise in another (issue 17).
 
 :func:`keep_freed_memory` sets the two ``mallopt`` parameters that do this — no ``mmap`` for large blocks
 (``M_MMAP_MAX = 0``: they come from the heap and return to it) and no trimming of the heap's top below 1 GB
