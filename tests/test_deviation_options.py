@@ -53,7 +53,31 @@ def test_options_change_the_computation_as_documented():
     assert torch.allclose(clf.classify(h, None), clf.head(torch.tanh(clf.pooler(h[:, 0]))))
 
 
-@pytest.mark.parametrize("bad", [dict(positional_layout="zigzag"), dict(activation="tanh"), dict(output_bias=1)])
+def test_normal_init_draws_every_linear_and_embedding_from_n_0_std():
+    cfg = TransformerConfig.preset("small", src_vocab_size=3000, tgt_vocab_size=3000, tie_embeddings="none")
+    torch.manual_seed(0)
+    paper = Transformer(cfg)
+    torch.manual_seed(0)
+    normal = Transformer(cfg.replace(init="normal", init_std=0.03))
+    assert paper.encoder.layers[0].self_attn.q_proj.weight.std() > 0.05  # Xavier: sqrt(2 / 512) = 0.0625
+    for name, p in normal.named_parameters():
+        if "norm" in name:  # LayerNorm keeps ones and zeros
+            assert p.equal(paper.get_parameter(name)), name
+        elif name.endswith("bias"):
+            assert not p.any(), name
+        else:
+            rows = p[1:] if "embed" in name else p  # the PAD row (id 0) stays zero
+            assert abs(rows.std().item() - 0.03) < 0.002 and abs(rows.mean().item()) < 0.002, name
+            assert "embed" not in name or not p[0].any(), name
+    src, tgt = torch.randint(1, 3000, (2, 5)), torch.randint(1, 3000, (2, 4))
+    assert torch.isfinite(normal(src, tgt)).all()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(positional_layout="zigzag"), dict(activation="tanh"), dict(output_bias=1), dict(init="xavier"),
+     dict(init_std=0), dict(init_std="big")],
+)
 def test_bad_option_values_are_refused(bad):
     with pytest.raises(ConfigError):
         TransformerConfig.preset("tiny", src_vocab_size=20, tgt_vocab_size=20, **bad)

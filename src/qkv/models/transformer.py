@@ -20,6 +20,7 @@ from qkv.nn.attention import ATTENTIONS
 from qkv.nn.dropout import Dropout
 from qkv.nn.embedding import TokenEmbedding, check_token_ids
 from qkv.nn.feedforward import ACTIVATIONS
+from qkv.nn.init import INITS, normal_init_
 from qkv.nn.layers import DecoderLayer, EncoderLayer, LayerCache
 from qkv.nn.masks import combine_masks, local_mask, padding_mask
 from qkv.nn.positional import LAYOUTS, PositionalEncoding
@@ -69,6 +70,10 @@ class TransformerConfig(ConfigMixin):
             self-attention sees positions ``i - w … i + w``, the decoder self-attention ``i - w … i``
             (with the causal mask). The cross-attention stays global: source and target positions do not
             correspond, so a window over ``|i - j|`` would cut the alignment.
+        init: ``"paper"`` (each module's own initialisation, :mod:`qkv.nn.init`) or ``"normal"`` (flagged
+            deviation, the BERT / Marian choice: every linear map and embedding from N(0, ``init_std``²),
+            biases zero). It only sets the starting weights: a checkpoint loads the same either way.
+        init_std: the standard deviation of ``init="normal"`` (0.02).
     """
 
     src_vocab_size: int
@@ -93,6 +98,8 @@ class TransformerConfig(ConfigMixin):
     output_bias: bool = False
     attention: str = "soft"
     attention_window: int | None = None
+    init: str = "paper"
+    init_std: float = 0.02
 
     def __post_init__(self) -> None:
         check_positive_ints(
@@ -144,6 +151,11 @@ class TransformerConfig(ConfigMixin):
         check(
             self.attention_window is None or (is_int(self.attention_window) and self.attention_window >= 0),
             f"attention_window must be an int >= 0 or None (global), got {self.attention_window!r}",
+        )
+        check(self.init in INITS, f"init must be one of {'|'.join(INITS)}, got {self.init!r}")
+        check(
+            is_number(self.init_std) and self.init_std > 0,
+            f"init_std must be a positive number, got {self.init_std!r}",
         )
 
     @property
@@ -317,6 +329,8 @@ class Transformer(nn.Module):
             self.generator.weight = self.tgt_embed.weight
         else:
             nn.init.normal_(self.generator.weight, std=c.d_model**-0.5)
+        if c.init == "normal":
+            normal_init_(self, c.init_std)  # flagged deviation (BERT / Marian): N(0, init_std²) everywhere
 
     # -- masks -------------------------------------------------------------------------------------------
     def src_mask(self, src: Tensor) -> Tensor:
