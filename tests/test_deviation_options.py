@@ -71,6 +71,9 @@ def test_normal_init_draws_every_linear_and_embedding_from_n_0_std():
             assert "embed" not in name or not p[0].any(), name
     src, tgt = torch.randint(1, 3000, (2, 5)), torch.randint(1, 3000, (2, 4))
     assert torch.isfinite(normal(src, tgt)).all()
+    tied = Transformer(cfg.replace(init="normal", tie_embeddings="all"))  # the output projection is the embedding
+    assert tied.generator.weight is tied.src_embed.weight and not tied.generator.weight[0].any()
+    assert abs(tied.generator.weight[1:].std().item() - 0.02) < 0.002
 
 
 @pytest.mark.parametrize(

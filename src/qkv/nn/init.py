@@ -21,8 +21,9 @@ INITS = ("paper", "normal")
 def normal_init_(module: nn.Module, std: float = 0.02) -> None:
     """Re-draw every ``nn.Linear`` and ``nn.Embedding`` under ``module`` from N(0, std²), in place.
 
-    Biases become zero and an embedding's ``padding_idx`` row stays zero. A weight shared by several modules
-    (tied embeddings) is drawn once per owner, the same distribution each time.
+    Biases become zero and every embedding's ``padding_idx`` row is zero afterwards. A weight shared by several
+    modules (tied embeddings: the output projection is the embedding matrix, §3.4) is drawn once, so the PAD
+    row the embedding zeroes stays zero whichever module comes first.
 
     Example:
         >>> layer = nn.Linear(512, 512)
@@ -30,12 +31,13 @@ def normal_init_(module: nn.Module, std: float = 0.02) -> None:
         >>> round(layer.weight.std().item(), 2), layer.bias.abs().max().item()
         (0.02, 0.0)
     """
+    drawn: set[int] = set()
     for sub in module.modules():
-        if isinstance(sub, nn.Linear):
+        if isinstance(sub, (nn.Linear, nn.Embedding)) and id(sub.weight) not in drawn:
+            drawn.add(id(sub.weight))
             nn.init.normal_(sub.weight, mean=0.0, std=std)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
-        elif isinstance(sub, nn.Embedding):
-            nn.init.normal_(sub.weight, mean=0.0, std=std)
-            if sub.padding_idx is not None:
-                nn.init.zeros_(sub.weight[sub.padding_idx])
+        if isinstance(sub, nn.Linear) and sub.bias is not None:
+            nn.init.zeros_(sub.bias)
+    for sub in module.modules():
+        if isinstance(sub, nn.Embedding) and sub.padding_idx is not None:
+            nn.init.zeros_(sub.weight[sub.padding_idx])
