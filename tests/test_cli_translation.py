@@ -9,6 +9,8 @@ import gzip
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from qkv.cli import main
 from qkv.data.synthetic import write_demo_corpus
@@ -49,6 +51,25 @@ def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys):
     scored = json.loads(capsys.readouterr().out)
     assert main(["evaluate", "--hyp", str(hyp), "--ref", str(data / "test.iso"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["bleu"] == pytest.approx(scored["bleu"])
+
+    # average another window of the kept checkpoints: the element-wise mean of the newest two
+    kept = sorted((out / "checkpoints").iterdir())
+    avg = tmp_path / "avg2"
+    assert main(["average", "--run", str(out), "--last", "2", "--out", str(avg)]) == 0
+    assert kept[-2].name in capsys.readouterr().out
+    mean, newest = load_file(avg / "model.safetensors"), load_file(kept[-1] / "model.safetensors")
+    older = load_file(kept[-2] / "model.safetensors")
+    assert mean.keys() == newest.keys()
+    for name, value in mean.items():
+        assert torch.allclose(value, (newest[name] + older[name]) / 2, atol=1e-6), name
+    assert any(not torch.equal(mean[name], newest[name]) for name in mean)
+    assert main(["translate", "--model", str(avg), "--beam", "1", "may 4 , 1999"]) == 0
+    capsys.readouterr()
+    assert main(["average", "--run", str(out), "--last", "2", "--out", str(avg)]) == 2  # not empty: refused
+    assert "not empty" in capsys.readouterr().err
+    assert main(["average", "--run", str(out), "--last", str(len(kept) + 1), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert f"keeps {len(kept)}" in err and "--keep-checkpoints" in err and len(err.strip().splitlines()) == 1
 
     # resume: the run continues from last/ to the new limit
     assert main([*argv[:-1], "--resume", "--max-steps", "30", "--no-test"]) == 0

@@ -16,7 +16,7 @@ from qkv.cli.parser import Parser
 
 # name of the module in qkv.cli for each command, in the order `qkv --help` lists them
 COMMANDS = [
-    "demo", "train", "translate", "evaluate",
+    "demo", "train", "translate", "evaluate", "average",
     "attention", "explain", "positions", "serve",
     "classify", "vit", "export", "plot",
 ]

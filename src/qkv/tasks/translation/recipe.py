@@ -154,8 +154,9 @@ def greedy_bleu(
     return bleu
 
 
-def write_averaged_checkpoint(out_dir: str | Path, k: int = 5) -> Path | None:
-    """Average the weights of the last ``k`` periodic checkpoints of a run into ``out_dir/averaged`` (§6.1).
+def write_averaged_checkpoint(out_dir: str | Path, k: int = 5, dest: str | Path | None = None) -> Path | None:
+    """Average the weights of the last ``k`` periodic checkpoints of a run into ``dest`` (§6.1; default
+    ``out_dir/averaged``).
 
     Returns the new folder, or ``None`` when the run kept fewer than two periodic checkpoints.
     """
@@ -166,7 +167,7 @@ def write_averaged_checkpoint(out_dir: str | Path, k: int = 5) -> Path | None:
     model = model_from_config(config, where=str(paths[-1]))
     load_state_dict(model, average_checkpoints(paths), source=f"average of {len(paths)} checkpoints")
     return save_checkpoint(
-        Path(out_dir) / "averaged",
+        Path(out_dir) / "averaged" if dest is None else dest,
         model,
         train_config=config.get("train"),
         step=config.get("step", 0),
