@@ -70,6 +70,8 @@ def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys):
     assert main(["average", "--run", str(out), "--last", str(len(kept) + 1), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert f"keeps {len(kept)}" in err and "--keep-checkpoints" in err and len(err.strip().splitlines()) == 1
+    assert main(["average", "--run", str(tmp_path / "nowhere"), "--last", "2", "--out", str(tmp_path / "y")]) == 2
+    assert "no such run folder" in capsys.readouterr().err
 
     # resume: the run continues from last/ to the new limit
     assert main([*argv[:-1], "--resume", "--max-steps", "30", "--no-test"]) == 0

@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from qkv.tasks.translation import write_averaged_checkpoint
     from qkv.train.checkpoint import periodic_checkpoints
 
+    if not Path(args.run).is_dir():
+        raise CliError(f"--run {args.run}: no such run folder")
     kept = periodic_checkpoints(args.run)
     if args.last < 2:
         raise CliError(f"--last {args.last}: averaging needs at least 2 checkpoints")
