@@ -50,12 +50,7 @@ def run(args: argparse.Namespace) -> int:
             f"{args.run}: --last {args.last} but the run keeps {len(kept)} periodic checkpoints under "
             "checkpoints/ (train with --keep-checkpoints K to keep more)"
         )
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CliError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise CliError(f"--out {out}: not empty (use --force to replace it)")
-    written = write_averaged_checkpoint(args.run, args.last, dest=out)
+    written = write_averaged_checkpoint(args.run, args.last, dest=args.out, replace=args.force)
     first, last = kept[-args.last].name, kept[-1].name
     print(f"wrote {written}: the average of {args.last} checkpoints, {first} … {last}")
     return 0

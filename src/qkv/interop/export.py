@@ -44,7 +44,8 @@ def export(
         quantization: CTranslate2 only: ``float32`` (exact), ``int16`` or ``int8``.
 
     Raises:
-        ExportError: the format cannot express the model (one line naming the option), or ``out`` is taken.
+        ExportError: the format cannot express the model (one line naming the option).
+        ValueError: ``out`` is taken (not empty, or not a folder) and ``overwrite`` is not set.
     """
     if to not in FORMATS:
         raise ExportError(f"unknown export format {to!r}; expected one of {', '.join(FORMATS)}")

@@ -60,9 +60,4 @@ def vocabulary(tokenizer: SubwordTokenizer) -> list[str]:
 
 def write_output(out: str | Path, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
     """Fill ``out`` through ``write(tmp)`` atomically; an existing non-empty ``out`` needs ``overwrite``."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out}: folder exists and is not empty (pass --force to replace it)")
-    return write_folder_atomically(out, write)
+    return write_folder_atomically(out, write, replace=overwrite)

@@ -113,11 +113,16 @@ def _usual_permissions(folder: Path) -> None:
             path.chmod((0o777 if path.is_dir() else 0o666) & ~mask)
 
 
-def write_folder_atomically(folder: str | Path, write: Callable[[Path], None]) -> Path:
+def write_folder_atomically(folder: str | Path, write: Callable[[Path], None], *, replace: bool = True) -> Path:
     """Call ``write(tmp)`` to fill a fresh temporary folder, fsync it, then swap it in place of ``folder``.
 
-    The files get the usual permissions (``0o666`` less the umask), whatever the writer used."""
+    The files get the usual permissions (``0o666`` less the umask), whatever the writer used. With
+    ``replace=False`` an existing non-empty ``folder`` is refused (``ValueError``) before anything is written."""
     folder = Path(folder)
+    if not replace and folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder}: exists and is not a folder")
+    if not replace and folder.is_dir() and any(folder.iterdir()):
+        raise ValueError(f"{folder}: folder exists and is not empty (pass --force to replace it)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     recover(folder)
     tmp, old = _side_paths(folder)
@@ -155,6 +160,7 @@ def save_checkpoint(
     trainer_state: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
     weights: dict[str, Tensor] | None = None,
+    replace: bool = True,
 ) -> Path:
     """Write a checkpoint folder atomically (see the module docstring for its contents).
 
@@ -168,6 +174,7 @@ def save_checkpoint(
         trainer_state: optimizer/scheduler/sampler/RNG states (tensors and plain containers only).
         extra: more JSON-serializable entries for ``config.json``.
         weights: full (gathered) state dict to write instead of ``model``'s own tensors (FSDP).
+        replace: ``False`` refuses a non-empty ``folder`` (``ValueError``) instead of replacing it.
 
     Returns:
         The checkpoint folder.
@@ -193,7 +200,7 @@ def save_checkpoint(
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
 
-    return write_folder_atomically(folder, write)
+    return write_folder_atomically(folder, write, replace=replace)
 
 
 def _storage_key(tensor: Tensor) -> tuple:

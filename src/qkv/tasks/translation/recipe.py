@@ -154,9 +154,11 @@ def greedy_bleu(
     return bleu
 
 
-def write_averaged_checkpoint(out_dir: str | Path, k: int = 5, dest: str | Path | None = None) -> Path | None:
+def write_averaged_checkpoint(
+    out_dir: str | Path, k: int = 5, dest: str | Path | None = None, *, replace: bool = True
+) -> Path | None:
     """Average the weights of the last ``k`` periodic checkpoints of a run into ``dest`` (§6.1; default
-    ``out_dir/averaged``).
+    ``out_dir/averaged``; ``replace=False`` refuses a non-empty ``dest``).
 
     Returns the new folder, or ``None`` when the run kept fewer than two periodic checkpoints.
     """
@@ -174,4 +176,5 @@ def write_averaged_checkpoint(out_dir: str | Path, k: int = 5, dest: str | Path 
         epoch=config.get("epoch", 0),
         tokenizers=TokenizerPair.load(paths[-1]),
         extra={"averaged": [p.name for p in paths]},
+        replace=replace,
     )
