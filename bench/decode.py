@@ -34,7 +34,9 @@ and stopping rule: HF and CTranslate2 divide by |Y|^α). Every engine gets ``--t
 layers dynamically quantized to int8; ``auto``: bf16 where the device has it fast), rows ``qkv bf16 …`` and
 ``qkv int8 …``; ``= qkv`` then counts the outputs identical to qkv's fp32 ones, and the summary compares every
 qkv row with CTranslate2 float32 and int8. The timed runs go round-robin (one run of each decoder per round,
-``--n`` rounds, the median reported), so that a change of load on a shared machine hits all decoders alike:
+``--n`` rounds, the median reported), so that a change of load on a shared machine hits all decoders alike.
+The process keeps freed memory as the ``qkv`` command does (:func:`qkv.train.memory.keep_freed_memory`; since
+session 10, for every engine in the run):
 
     python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --threads 2 --batch 64 --n 3 \
         --cache-only --engines ct2,ct2-int8 --no-hf --precision fp32,bf16,int8
@@ -52,6 +54,7 @@ from _common import add_device_options, compare, setup_device
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths, strip_specials
 from qkv.decode.quantize import lower_precision
+from qkv.train.memory import keep_freed_memory
 
 ENGINES = ("hf", "ct2", "ct2-int8", "onnx")
 
@@ -264,6 +267,7 @@ def qkv_precisions(spec: str, device: torch.device) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     device, _ = setup_device(args)
+    keep_freed_memory()  # as the qkv command line does (qkv translate / serve); for every engine alike
     model, batches, what, bleu = (checkpoint_setup if args.checkpoint else random_setup)(args, device)
     config = model.config
     n_sentences = sum(len(src) for src in batches)

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from qkv.train.config import TrainConfig
 from qkv.train.loss import label_smoothed_cross_entropy, perplexity
-from qkv.train.schedule import ConstantSchedule, InverseSqrtSchedule, NoamSchedule, build_scheduler
+from qkv.train.schedule import (
+    ConstantSchedule,
+    InverseSqrtSchedule,
+    LinearDecaySchedule,
+    NoamSchedule,
+    build_scheduler,
+)
 
 
 def reference_loss(logits, target, eps, pad):
@@ -125,6 +133,29 @@ def test_inverse_sqrt_and_constant():
     assert ConstantSchedule(3e-4)(1000) == 3e-4
     with pytest.raises(ValueError):
         NoamSchedule(d_model=0)
+
+
+def test_linear_decay_reaches_zero_at_max_steps():
+    s = LinearDecaySchedule(peak_lr=2e-3, warmup_steps=100, total_steps=500)
+    assert s(50) == pytest.approx(1e-3)
+    assert s(100) == pytest.approx(2e-3)
+    assert s(300) == pytest.approx(1e-3)  # half way down
+    assert s(499) == pytest.approx(2e-3 / 400)
+    assert s(500) == 0.0 and s(700) == 0.0  # past the end: never negative
+    steps = [s(k) for k in range(100, 501)]
+    assert all(a > b for a, b in itertools.pairwise(steps))  # strictly decreasing after the warm-up
+    assert LinearDecaySchedule(1e-3, 0, 10)(1) == pytest.approx(0.9e-3)  # no warm-up: starts at the top
+    with pytest.raises(ValueError, match="warmup_steps < total_steps"):
+        LinearDecaySchedule(1e-3, warmup_steps=500, total_steps=500)
+
+
+def test_linear_schedule_config_needs_max_steps():
+    config = TrainConfig(lr_schedule="linear", lr=1e-3, warmup_steps=10, max_steps=110)
+    assert config.schedule(d_model=256)(60) == pytest.approx(0.5e-3)
+    with pytest.raises(ValueError, match="set max_steps"):
+        TrainConfig(lr_schedule="linear", lr=1e-3, max_time_minutes=30)
+    with pytest.raises(ValueError, match="warmup_steps < max_steps"):
+        TrainConfig(lr_schedule="linear", lr=1e-3, warmup_steps=200, max_steps=100)
 
 
 def test_build_scheduler_sets_lr_of_each_update():

@@ -14,6 +14,7 @@ from qkv import Transformer
 from qkv.cli import build_parser
 from qkv.data.special import BOS, EOS, PAD
 from qkv.decode import beam_search, greedy_search
+from qkv.decode.packed import PackedLinear, packing_available
 from qkv.decode.quantize import lower_precision, quantize_linear
 from qkv_models import train_copier
 
@@ -103,3 +104,39 @@ def test_training_commands_do_not_take_int8():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--data", "d", "--src", "de", "--tgt", "en", "--out", "o",
                                    "--precision", "int8"])  # fmt: skip
+
+
+@pytest.mark.skipif(not packing_available("cpu"), reason="this torch has no oneDNN on the CPU")
+def test_bf16_copy_packs_its_linear_layers_and_computes_the_same_products(copier):
+    low = lower_precision(copier, "bf16")
+    packed = [m for m in low.modules() if isinstance(m, PackedLinear)]
+    assert packed and not any(type(m) is nn.Linear for m in low.modules())
+    assert isinstance(copier.generator, nn.Linear) and type(copier.generator) is nn.Linear  # the model untouched
+    layer = packed[0]
+    x = torch.randn(5, 3, layer.in_features).bfloat16()  # (B, T, D_in): any leading shape
+    plain = nn.functional.linear(x, layer.weight, layer.bias)
+    with torch.inference_mode():
+        fast = layer(x)
+    assert fast.shape == plain.shape and fast.dtype == torch.bfloat16
+    assert torch.allclose(fast.float(), plain.float(), rtol=1e-2, atol=1e-2)
+    assert torch.equal(layer(x), plain)  # with autograd on it is the plain layer
+
+
+def test_bf16_decoding_keeps_an_fp32_cache_and_agrees_with_the_uncached_decoder(copier):
+    from qkv.nn.attention import KVCache, MultiHeadAttention, decodes_in_fp32
+
+    assert decodes_in_fp32(torch.zeros(1, dtype=torch.bfloat16)) and not decodes_in_fp32(torch.zeros(1))
+    mha = MultiHeadAttention(d_model=16, n_heads=4).bfloat16().eval()
+    x = torch.randn(3, 4, 16).bfloat16()  # (B, T, D)
+    cache = KVCache()
+    with torch.inference_mode():
+        steps = [
+            mha(x[:, t : t + 1], x[:, t : t + 1], x[:, t : t + 1], is_causal=True, cache=cache)[0] for t in range(4)
+        ]
+        whole = mha(x, x, x, is_causal=True)[0]  # (B, T, D), bf16 throughout
+    assert cache.k.dtype == torch.float32 and steps[0].dtype == torch.bfloat16
+    assert torch.allclose(torch.cat(steps, dim=1).float(), whole.float(), atol=0.05)
+    low = lower_precision(copier, "bf16")
+    src = sources(24, seed=11)
+    cached, uncached = greedy_search(low, src), greedy_search(low, src, use_cache=False)
+    assert sum(a == b for a, b in zip(cached, uncached)) >= 0.9 * len(src)

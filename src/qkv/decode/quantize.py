@@ -8,8 +8,9 @@ the model itself (and every checkpoint) stays fp32.
   weights int8 per output row, stored once; activations quantized to int8 on the fly, row scale from their
   range; products accumulated in int32 and returned in fp32. Embeddings, layer norms and the attention
   itself stay fp32. As CTranslate2's ``int8`` (its default CPU compute type).
-- ``"bf16"``: the whole model cast to bf16 (weights stored once in bf16: no per-step casts, unlike autocast);
-  the searches read its logits in fp32.
+- ``"bf16"``: the whole model cast to bf16 (weights stored once in bf16: no per-step casts, unlike autocast),
+  its linear layers pre-packed for oneDNN on a CPU (:mod:`qkv.decode.packed`); the attention of each step
+  runs in fp32 there (:func:`qkv.nn.attention.decodes_in_fp32`); the searches read its logits in fp32.
 
 Legend: B batch, D d_model, V vocabulary size.
 
@@ -27,6 +28,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from qkv.decode.packed import pack_linear_layers
 
 #: the precisions of a decoding copy (fp32 is the model itself)
 LOW_PRECISIONS = ("int8", "bf16")
@@ -87,13 +90,14 @@ def quantize_linear(model: nn.Module) -> nn.Module:
 
 def to_bf16(model: nn.Module) -> nn.Module:
     """A bf16 copy of ``model`` (every floating-point parameter and buffer), in eval mode; ``model`` is not
-    changed.
+    changed. On a CPU its linear layers are pre-packed for oneDNN (:mod:`qkv.decode.packed`): the copy is for
+    decoding, not for saving.
 
     Example:
-        >>> to_bf16(nn.Linear(8, 4)).weight.dtype
+        >>> to_bf16(nn.Sequential(nn.Linear(8, 4)))[0].weight.dtype
         torch.bfloat16
     """
-    return copy.deepcopy(model).to(torch.bfloat16).eval()
+    return pack_linear_layers(copy.deepcopy(model).to(torch.bfloat16).eval())
 
 
 def lower_precision(model: nn.Module, precision: str) -> nn.Module:

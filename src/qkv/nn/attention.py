@@ -127,6 +127,18 @@ def fused_kernel_pays(q: Tensor) -> bool:
     return q.device.type != "cpu" or q.dtype == torch.float32 or q.dtype == torch.float64
 
 
+def decodes_in_fp32(x: Tensor) -> bool:
+    """Whether incremental decoding with activations like ``x`` computes Eq. 1 in fp32: in bf16/fp16 on a CPU.
+
+    A decoding step multiplies one new query per sentence with its cached keys and values: many tiny matrix
+    products, which PyTorch's CPU kernels run about twice as fast in fp32 as in bf16 (64 sentences, 4 heads,
+    20 keys: 137 µs vs 274 µs, 2 threads, torch 2.13; docs/performance.md, session 10). So a bf16 decoding
+    copy projects Q, K, V in bf16 (the large products), keeps the cache in fp32 and casts the attention output
+    back to bf16 before W_O. The same function, computed more precisely; training (no cache) is unaffected.
+    """
+    return x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16)
+
+
 def hard_attention_weights(soft: Tensor) -> Tensor:
     """Hard attention from the softmax weights: one-hot at each row's largest weight, straight-through gradient.
 
@@ -344,11 +356,14 @@ class MultiHeadAttention(nn.Module):
                 f"key and value must both be (B, T_k, {self.d_model}), got {tuple(key.shape)} and "
                 f"{tuple(value.shape)}"
             )
+        upcast = cache is not None and decodes_in_fp32(query)
         if cache is not None and cache.static and cache.k is not None:
             q = self.q_proj(query)  # (B_q, T_q, D); K, V come from the cache
             k, v = cache.k, cache.v
         else:
             q, k, v = self._project_qkv(query, key, value, fuse=cache is None or not cache.static, cache=cache)
+            if upcast:  # the cache then holds fp32 keys/values
+                k, v = k.float(), v.float()
             k, v = self._split_heads(k), self._split_heads(v)  # (B, H, T_k, Dh)
             if cache is not None and not cache.static:
                 k, v = cache.append(k, v)  # (B, H, T_past + T_q, Dh)
@@ -357,6 +372,8 @@ class MultiHeadAttention(nn.Module):
                 # the source mask is the same at every step: check it once (one host sync)
                 cache.rows_have_keys = mask is None or bool(mask.any(dim=-1).all())
 
+        if upcast:
+            q = q.float()
         b_q, t_q = query.shape[0], query.shape[1]
         group = self._group(b_q, k.shape[0], mask, is_causal)
         if cache is not None and cache.static:
@@ -380,6 +397,7 @@ class MultiHeadAttention(nn.Module):
             hard=self.attention == "hard",
         )  # (B_kv, H, g·T_q, Dh), (B_kv, H, g·T_q, T_k)
         out = out.transpose(1, 2).reshape(b_q, t_q, self.d_model)  # (B_kv, H, g·T_q, Dh) -> (B_q, T_q, D): Concat
+        out = out.to(query.dtype)  # back to bf16 after an fp32 Eq. 1 (a no-op otherwise)
         if weights is not None and group > 1:
             b_kv, h, _, t_k = weights.shape
             weights = weights.view(b_kv, h, group, t_q, t_k).transpose(1, 2).reshape(b_q, h, t_q, t_k)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 from qkv.config import ConfigMixin, check, check_fractions, check_positive_ints, is_int, is_number
 from qkv.train.precision import PRECISIONS
-from qkv.train.schedule import ConstantSchedule, InverseSqrtSchedule, NoamSchedule
+from qkv.train.schedule import ConstantSchedule, InverseSqrtSchedule, LinearDecaySchedule, NoamSchedule
 
-SCHEDULES = ("noam", "inverse_sqrt", "constant")
+SCHEDULES = ("noam", "inverse_sqrt", "linear", "constant")
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class TrainConfig(ConfigMixin):
             is resumed). ``max_time_minutes``: stop after this wall time of the current call. At least one
             limit is required.
         lr_schedule: ``"noam"`` (Eq. 3, uses the model's d_model), ``"inverse_sqrt"`` (linear warm-up to
-            ``lr``, then ∝ step^-0.5; option) or ``"constant"`` (warm-up to ``lr``; option).
+            ``lr``, then ∝ step^-0.5; option), ``"linear"`` (warm-up to ``lr``, then linearly down to 0 at
+            ``max_steps``, which it needs; option) or ``"constant"`` (warm-up to ``lr``; option).
         warmup_steps: 4000 in the paper.
         lr: peak learning rate for ``inverse_sqrt`` / ``constant`` (must be ``None`` for ``noam``).
         lr_scale: factor on Eq. 3 (1.0 in the paper; option).
@@ -108,6 +109,12 @@ class TrainConfig(ConfigMixin):
                 is_number(self.lr) and self.lr > 0,
                 f"lr_schedule={self.lr_schedule!r} needs lr > 0, got {self.lr!r}",
             )
+        if self.lr_schedule == "linear":
+            check(self.max_steps is not None, "the linear schedule decays to 0 at max_steps: set max_steps")
+            check(
+                self.warmup_steps < self.max_steps,
+                f"the linear schedule needs warmup_steps < max_steps, got {self.warmup_steps} >= {self.max_steps}",
+            )
         for name in ("lr_scale", "adam_eps"):
             check(
                 is_number(getattr(self, name)) and getattr(self, name) > 0,
@@ -129,4 +136,6 @@ class TrainConfig(ConfigMixin):
             return NoamSchedule(d_model, self.warmup_steps, self.lr_scale)
         if self.lr_schedule == "inverse_sqrt":
             return InverseSqrtSchedule(self.lr, self.warmup_steps)
+        if self.lr_schedule == "linear":
+            return LinearDecaySchedule(self.lr, self.warmup_steps, self.max_steps)
         return ConstantSchedule(self.lr, self.warmup_steps)
