@@ -78,7 +78,7 @@ def pack_linear_layers(model: nn.Module, rows_hint: int = 64) -> nn.Module:
 
     For a bf16 decoding copy on a CPU (see the module); a no-op where :func:`packing_available` is False.
     A weight shared by several layers (tied embeddings) is packed once per layer; the embedding keeps the
-    plain weight.
+    plain weight. Forward hooks on a replaced layer move to its packed layer.
     """
     device = next(model.parameters()).device
     if not packing_available(device):
@@ -86,5 +86,8 @@ def pack_linear_layers(model: nn.Module, rows_hint: int = 64) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
-                setattr(parent, name, PackedLinear.from_linear(child, rows_hint))
+                packed = PackedLinear.from_linear(child, rows_hint)
+                packed._forward_pre_hooks.update(child._forward_pre_hooks)  # hooks the copy had stay on it
+                packed._forward_hooks.update(child._forward_hooks)
+                setattr(parent, name, packed)
     return model
