@@ -132,7 +132,7 @@ def decodes_in_fp32(x: Tensor) -> bool:
 
     A decoding step multiplies one new query per sentence with its cached keys and values: many tiny matrix
     products, which PyTorch's CPU kernels run about twice as fast in fp32 as in bf16 (64 sentences, 4 heads,
-    20 keys: 137 µs vs 274 µs, 2 threads, torch 2.13; docs/performance.md, session 10). So a bf16 decoding
+    10 keys: 137 µs vs 274 µs, 2 threads, torch 2.13; docs/performance.md, session 10). So a bf16 decoding
     copy projects Q, K, V in bf16 (the large products), keeps the cache in fp32 and casts the attention output
     back to bf16 before W_O. The same function, computed more precisely; training (no cache) is unaffected.
     """
@@ -397,7 +397,8 @@ class MultiHeadAttention(nn.Module):
             hard=self.attention == "hard",
         )  # (B_kv, H, g·T_q, Dh), (B_kv, H, g·T_q, T_k)
         out = out.transpose(1, 2).reshape(b_q, t_q, self.d_model)  # (B_kv, H, g·T_q, Dh) -> (B_q, T_q, D): Concat
-        out = out.to(query.dtype)  # back to bf16 after an fp32 Eq. 1 (a no-op otherwise)
+        if upcast:
+            out = out.to(query.dtype)  # back to bf16 after the fp32 Eq. 1
         if weights is not None and group > 1:
             b_kv, h, _, t_k = weights.shape
             weights = weights.view(b_kv, h, group, t_q, t_k).transpose(1, 2).reshape(b_q, h, t_q, t_k)
