@@ -135,26 +135,26 @@ def test_inverse_sqrt_and_constant():
         NoamSchedule(d_model=0)
 
 
-def test_linear_decay_reaches_zero_at_max_steps():
+def test_linear_decay_reaches_zero_after_max_steps():
     s = LinearDecaySchedule(peak_lr=2e-3, warmup_steps=100, total_steps=500)
     assert s(50) == pytest.approx(1e-3)
     assert s(100) == pytest.approx(2e-3)
-    assert s(300) == pytest.approx(1e-3)  # half way down
-    assert s(499) == pytest.approx(2e-3 / 400)
-    assert s(500) == 0.0 and s(700) == 0.0  # past the end: never negative
-    steps = [s(k) for k in range(100, 501)]
+    assert s(301) == pytest.approx(1e-3)  # half way down
+    assert s(500) == pytest.approx(2e-3 / 400)  # the last update still moves
+    assert s(501) == 0.0 and s(700) == 0.0  # past the end: never negative
+    steps = [s(k) for k in range(101, 502)]
     assert all(a > b for a, b in itertools.pairwise(steps))  # strictly decreasing after the warm-up
-    assert LinearDecaySchedule(1e-3, 0, 10)(1) == pytest.approx(0.9e-3)  # no warm-up: starts at the top
-    with pytest.raises(ValueError, match="warmup_steps < total_steps"):
-        LinearDecaySchedule(1e-3, warmup_steps=500, total_steps=500)
+    assert LinearDecaySchedule(1e-3, 0, 10)(1) == pytest.approx(1e-3)  # no warm-up: starts at the top
+    with pytest.raises(ValueError, match="warmup_steps <= total_steps"):
+        LinearDecaySchedule(1e-3, warmup_steps=501, total_steps=500)
 
 
 def test_linear_schedule_config_needs_max_steps():
     config = TrainConfig(lr_schedule="linear", lr=1e-3, warmup_steps=10, max_steps=110)
-    assert config.schedule(d_model=256)(60) == pytest.approx(0.5e-3)
+    assert config.schedule(d_model=256)(61) == pytest.approx(0.5e-3)
     with pytest.raises(ValueError, match="set max_steps"):
         TrainConfig(lr_schedule="linear", lr=1e-3, max_time_minutes=30)
-    with pytest.raises(ValueError, match="warmup_steps < max_steps"):
+    with pytest.raises(ValueError, match="warmup_steps <= max_steps"):
         TrainConfig(lr_schedule="linear", lr=1e-3, warmup_steps=200, max_steps=100)
 
 

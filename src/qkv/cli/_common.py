@@ -92,7 +92,7 @@ TRAIN_OPTIONS = ConfigOptions(
                             "validation and the final test evaluation come after it (announced at the start, "
                             "timed at the end)",
         "lr_schedule": "noam = Eq. 3 (the paper); inverse_sqrt / linear / constant (options) warm up to --lr; "
-                       "linear then decays to 0 at --max-steps",
+                       "linear then decays to 0 after --max-steps",
         "warmup_steps": "warm-up steps (4000 in the paper)",
         "weight_decay": "weight decay (0 in the paper)",
         "label_smoothing": "label smoothing ε_ls (0.1 in the paper, §5.4)",

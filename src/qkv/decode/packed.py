@@ -6,7 +6,7 @@ blocked (AMX / AVX512-BF16) format on every call. In decoding every call is smal
 each weight once (``torch.ops.mkldnn._reorder_linear_weight``, the op ``torch.compile``'s CPU freezing pass
 uses) and calling ``torch.ops.mkldnn._linear_pointwise`` on it computed the output projection of the trained
 small model (64 rows, 256 → 8,000) in 255 µs instead of 549 µs, 2 threads (docs/performance.md, session 10).
-Same arithmetic (bf16 products, fp32 accumulation): the outputs are equal.
+Same arithmetic (bf16 products, fp32 accumulation): the outputs agree up to the order of the sums.
 
 The packed weight is an opaque oneDNN tensor: it cannot be saved, copied or moved. A model with packed layers
 is a decoding copy (:func:`qkv.decode.quantize.to_bf16`); the model it came from, and every checkpoint, keep

@@ -119,10 +119,11 @@ def write_folder_atomically(folder: str | Path, write: Callable[[Path], None], *
     The files get the usual permissions (``0o666`` less the umask), whatever the writer used. With
     ``replace=False`` an existing non-empty ``folder`` is refused (``ValueError``) before anything is written."""
     folder = Path(folder)
-    if not replace and folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder}: exists and is not a folder")
-    if not replace and folder.is_dir() and any(folder.iterdir()):
-        raise ValueError(f"{folder}: folder exists and is not empty (pass --force to replace it)")
+    if not replace and folder.exists():
+        if not folder.is_dir():
+            raise ValueError(f"{folder}: exists and is not a folder")
+        if any(folder.iterdir()):
+            raise ValueError(f"{folder}: folder exists and is not empty (pass --force to replace it)")
     folder.parent.mkdir(parents=True, exist_ok=True)
     recover(folder)
     tmp, old = _side_paths(folder)

@@ -24,8 +24,8 @@ class TrainConfig(ConfigMixin):
             is resumed). ``max_time_minutes``: stop after this wall time of the current call. At least one
             limit is required.
         lr_schedule: ``"noam"`` (Eq. 3, uses the model's d_model), ``"inverse_sqrt"`` (linear warm-up to
-            ``lr``, then ∝ step^-0.5; option), ``"linear"`` (warm-up to ``lr``, then linearly down to 0 at
-            ``max_steps``, which it needs; option) or ``"constant"`` (warm-up to ``lr``; option).
+            ``lr``, then ∝ step^-0.5; option), ``"linear"`` (warm-up to ``lr``, then linearly down to 0 just
+            after ``max_steps``, which it needs; option) or ``"constant"`` (warm-up to ``lr``; option).
         warmup_steps: 4000 in the paper.
         lr: peak learning rate for ``inverse_sqrt`` / ``constant`` (must be ``None`` for ``noam``).
         lr_scale: factor on Eq. 3 (1.0 in the paper; option).
@@ -110,10 +110,10 @@ class TrainConfig(ConfigMixin):
                 f"lr_schedule={self.lr_schedule!r} needs lr > 0, got {self.lr!r}",
             )
         if self.lr_schedule == "linear":
-            check(self.max_steps is not None, "the linear schedule decays to 0 at max_steps: set max_steps")
+            check(self.max_steps is not None, "the linear schedule decays to 0 after max_steps: set max_steps")
             check(
-                self.warmup_steps < self.max_steps,
-                f"the linear schedule needs warmup_steps < max_steps, got {self.warmup_steps} >= {self.max_steps}",
+                self.warmup_steps <= self.max_steps,
+                f"the linear schedule needs warmup_steps <= max_steps, got {self.warmup_steps} > {self.max_steps}",
             )
         for name in ("lr_scale", "adam_eps"):
             check(

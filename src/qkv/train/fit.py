@@ -33,6 +33,7 @@ from qkv.data.tokenizer import SubwordTokenizer, TokenizerFile
 from qkv.decode.corpus import open_progress
 from qkv.train.checkpoint import save_checkpoint
 from qkv.train.precision import PRECISIONS, autocast, resolve_precision
+from qkv.train.schedule import LinearDecaySchedule
 
 #: ``step(model, batch) -> (loss, correct, count)``: the mean loss of the batch over its ``count`` items (0: skip
 #: the batch) and how many of them the model got right.
@@ -101,14 +102,9 @@ def make_optimizer(model: nn.Module, lr: float, weight_decay: float, total_steps
     """AdamW with linear warm-up over ``warmup·total_steps`` steps, then linear decay to zero (BERT)."""
     fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters()) or None  # one kernel per tensor
     optimizer = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-9, fused=fused)
-    warm = max(1, int(warmup * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    total = max(total_steps, 1)
+    factor = LinearDecaySchedule(1.0, max(1, int(warmup * total)), total)  # a factor on lr, of the 1-based step
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda index: factor(index + 1))
 
 
 def optimizer_step(loss: Tensor, model: nn.Module, optimizer, scheduler, grad_clip: float) -> None:

@@ -69,15 +69,16 @@ class InverseSqrtSchedule:
 
 @dataclass(frozen=True)
 class LinearDecaySchedule:
-    """Linear warm-up to ``peak_lr`` over ``warmup_steps``, then a straight line down to 0 at ``total_steps``.
+    """Linear warm-up to ``peak_lr`` over ``warmup_steps``, then a straight line down to 0 after ``total_steps``.
 
     Not in the paper (an option): for a run with a known budget of updates, decaying to zero by its end
     spends the last steps at a small rate, where Eq. 3 would still be at ``peak · sqrt(warmup / total)``.
-    ``total_steps`` is the run's ``max_steps``; steps past it stay at 0.
+    ``total_steps`` is the run's ``max_steps``; the line reaches 0 at step ``total_steps + 1``, so every one
+    of the run's updates has a positive rate (BERT's fine-tuning schedule, which :mod:`qkv.train.fit` uses).
 
     Example:
         >>> s = LinearDecaySchedule(peak_lr=1e-3, warmup_steps=100, total_steps=1100)
-        >>> s(50), s(100), s(600), s(1100)
+        >>> s(50), s(100), s(601), s(1101)
         (0.0005, 0.001, 0.0005, 0.0)
     """
 
@@ -86,14 +87,14 @@ class LinearDecaySchedule:
     total_steps: int
 
     def __post_init__(self) -> None:
-        if self.peak_lr <= 0 or not 0 <= self.warmup_steps < self.total_steps:
-            raise ValueError(f"LinearDecaySchedule needs peak_lr > 0 and 0 <= warmup_steps < total_steps, got {self}")
+        if self.peak_lr <= 0 or not 0 <= self.warmup_steps <= self.total_steps:
+            raise ValueError(f"LinearDecaySchedule needs peak_lr > 0 and 0 <= warmup_steps <= total_steps, got {self}")
 
     def __call__(self, step: int) -> float:
         step = max(step, 1)
-        if step < self.warmup_steps:
+        if step <= self.warmup_steps:
             return self.peak_lr * step / self.warmup_steps
-        return self.peak_lr * max(0.0, (self.total_steps - step) / (self.total_steps - self.warmup_steps))
+        return self.peak_lr * max(0.0, (self.total_steps + 1 - step) / max(1, self.total_steps - self.warmup_steps))
 
 
 @dataclass(frozen=True)
