@@ -24,8 +24,13 @@ from pathlib import Path
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
-#: /proc/cpuinfo flags of CPUs whose bf16 matrix products are native (AVX512-BF16 dot products, AMX tiles).
-BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+#: The native bf16 units of a CPU: (name in the log, torch's run-time probe, its /proc/cpuinfo flag).
+BF16_CPU_UNITS = (
+    ("AVX512-BF16", "_is_avx512_bf16_supported", "avx512_bf16"),  # bf16 dot products in AVX-512 registers
+    ("AMX", "_is_amx_tile_supported", "amx_bf16"),  # Intel's tile matrix unit (Sapphire Rapids and later)
+)
+#: /proc/cpuinfo flags of CPUs whose bf16 matrix products are native.
+BF16_CPU_FLAGS = tuple(flag for _, _, flag in BF16_CPU_UNITS)
 
 
 def cpu_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
@@ -40,14 +45,21 @@ def cpu_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
+def cpu_bf16_units() -> list[str]:
+    """The native bf16 units this CPU has, by name (``["AVX512-BF16", "AMX"]``, either, or none), asked of
+    torch's own CPU detection, then of the ``/proc/cpuinfo`` flags."""
+    flags = cpu_flags()
+    units = []
+    for name, probe_name, flag in BF16_CPU_UNITS:
+        probe = getattr(torch.cpu, probe_name, None)
+        if (probe is not None and probe()) or flag in flags:
+            units.append(name)
+    return units
+
+
 def cpu_has_fast_bf16() -> bool:
-    """True when this CPU multiplies bf16 matrices natively: AVX512-BF16 or AMX (asked of torch's own CPU
-    detection, then of the ``/proc/cpuinfo`` flags)."""
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        probe = getattr(torch.cpu, name, None)
-        if probe is not None and probe():
-            return True
-    return bool(cpu_flags() & set(BF16_CPU_FLAGS))
+    """True when this CPU multiplies bf16 matrices natively: AVX512-BF16 or AMX (:func:`cpu_bf16_units`)."""
+    return bool(cpu_bf16_units())
 
 
 def device_has_fast_bf16(device: torch.device) -> bool:
@@ -89,8 +101,11 @@ def describe_precision(precision: str, device: str | torch.device) -> str:
         return f"precision {chosen} (asked for) on {device}"
     why = "native bf16" if chosen == "bf16" else "no fast bf16"
     if device.type == "cpu":
-        why += f" (CPU capability {torch.backends.cpu.get_cpu_capability()}, AVX512-BF16/AMX "
-        why += f"{'found' if chosen == 'bf16' else 'not found'})"
+        units = cpu_bf16_units()
+        found = f"{' and '.join(units)} found" if units else "neither AVX512-BF16 nor AMX found"
+        if len(units) == 1:
+            found += f", no {'AMX' if units == ['AVX512-BF16'] else 'AVX512-BF16'}"
+        why += f" (CPU capability {torch.backends.cpu.get_cpu_capability()}, {found})"
     return f"precision auto -> {chosen} on {device}: {why}"
 
 
