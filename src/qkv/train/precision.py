@@ -102,9 +102,10 @@ def describe_precision(precision: str, device: str | torch.device) -> str:
     why = "native bf16" if chosen == "bf16" else "no fast bf16"
     if device.type == "cpu":
         units = cpu_bf16_units()
-        found = f"{' and '.join(units)} found" if units else "neither AVX512-BF16 nor AMX found"
-        if len(units) == 1:
-            found += f", no {'AMX' if units == ['AVX512-BF16'] else 'AVX512-BF16'}"
+        missing = [name for name, _, _ in BF16_CPU_UNITS if name not in units]
+        found = f"{' and '.join(units)} found" if units else f"neither {' nor '.join(missing)} found"
+        if units and missing:
+            found += f", no {' or '.join(missing)}"
         why += f" (CPU capability {torch.backends.cpu.get_cpu_capability()}, {found})"
     return f"precision auto -> {chosen} on {device}: {why}"
 
