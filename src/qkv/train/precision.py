@@ -102,10 +102,7 @@ def describe_precision(precision: str, device: str | torch.device) -> str:
     why = "native bf16" if chosen == "bf16" else "no fast bf16"
     if device.type == "cpu":
         units = cpu_bf16_units()
-        missing = [name for name, _, _ in BF16_CPU_UNITS if name not in units]
-        found = f"{' and '.join(units)} found" if units else f"neither {' nor '.join(missing)} found"
-        if units and missing:
-            found += f", no {' or '.join(missing)}"
+        found = ", ".join(f"{name} {'found' if name in units else 'not found'}" for name, _, _ in BF16_CPU_UNITS)
         why += f" (CPU capability {torch.backends.cpu.get_cpu_capability()}, {found})"
     return f"precision auto -> {chosen} on {device}: {why}"
 
