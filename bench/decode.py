@@ -53,7 +53,7 @@ import torch
 from _common import add_device_options, compare, setup_device
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths, strip_specials
-from qkv.decode.quantize import lower_precision
+from qkv.decode.quantize import decoding_copy
 from qkv.train.memory import keep_freed_memory
 
 ENGINES = ("hf", "ct2", "ct2-int8", "onnx")
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}  # name -> a function decoding every batch
     precisions = qkv_precisions(args.precision, device)
     for precision in ["fp32", *(p for p in dict.fromkeys(precisions) if p != "fp32")]:
-        m = lower_precision(model, precision)  # the copy qkv translate --precision decodes with
+        m = decoding_copy(model, precision)  # the copy qkv translate --precision decodes with
         for cache in caches if precision == "fp32" else (True,):
             name = "qkv" if precision == "fp32" else f"qkv {precision}"
             suffix = "" if cache else ", no cache"

@@ -4,6 +4,7 @@ give logits close to fp32 and mostly the same tokens, leave the fp32 model untou
 
 from __future__ import annotations
 
+import copy
 from types import SimpleNamespace
 
 import pytest
@@ -14,8 +15,8 @@ from qkv import Transformer
 from qkv.cli import build_parser
 from qkv.data.special import BOS, EOS, PAD
 from qkv.decode import beam_search, greedy_search
-from qkv.decode.packed import PackedLinear, packing_available
-from qkv.decode.quantize import lower_precision, quantize_linear
+from qkv.decode.quantize import decoding_copy, quantize_linear
+from qkv.nn.packed import PackedLinear, packing_available
 from qkv_models import train_copier
 
 VOCAB = 14
@@ -29,6 +30,14 @@ def sources(n: int, seed: int) -> torch.Tensor:
         src[i, n_words] = EOS
         src[i, n_words + 1 :] = PAD
     return src
+
+
+def token_ids() -> SimpleNamespace:
+    """A stand-in tokenizer pair: sentences of token ids."""
+    return SimpleNamespace(
+        src=SimpleNamespace(encode_batch=lambda lines: [[int(t) for t in line.split()] for line in lines]),
+        tgt=SimpleNamespace(decode=lambda y: " ".join(map(str, y))),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +63,7 @@ def test_int8_copy_quantizes_every_linear_layer_and_leaves_the_model_alone(copie
 
 @pytest.mark.parametrize("precision", ["int8", "bf16"])
 def test_low_precision_logits_are_close_and_greedy_tokens_agree(copier, precision):
-    low = lower_precision(copier, precision)
+    low = decoding_copy(copier, precision)
     src = sources(48, seed=7)
     tgt = torch.cat([torch.full((48, 1), BOS), src[:, :-1]], dim=1)
     with torch.inference_mode():
@@ -69,10 +78,11 @@ def test_low_precision_logits_are_close_and_greedy_tokens_agree(copier, precisio
     assert sum(a == b for a, b in zip(beam, beam_search(copier, src, beam_size=3))) >= 0.8 * len(src)
 
 
-def test_fp32_is_the_model_itself_and_bad_precisions_are_refused(copier):
-    assert lower_precision(copier, "fp32") is copier
+def test_fp32_off_a_packing_cpu_is_the_model_itself_and_bad_precisions_are_refused(copier):
+    on_meta = nn.Sequential(nn.Linear(4, 4, device="meta"))
+    assert decoding_copy(on_meta, "fp32") is on_meta
     with pytest.raises(ValueError, match="decoding precision must be fp32, int8 or bf16, got 'fp16'"):
-        lower_precision(copier, "fp16")
+        decoding_copy(copier, "fp16")
     with pytest.raises(ValueError, match="CPU only"):
         quantize_linear(nn.Linear(4, 4, device="meta"))
 
@@ -80,10 +90,7 @@ def test_fp32_is_the_model_itself_and_bad_precisions_are_refused(copier):
 def test_translator_decodes_int8_with_one_quantized_copy(copier):
     from qkv.tasks.translation import Translator
 
-    ids = SimpleNamespace(  # a stand-in tokenizer pair: sentences of token ids
-        src=SimpleNamespace(encode_batch=lambda lines: [[int(t) for t in line.split()] for line in lines]),
-        tgt=SimpleNamespace(decode=lambda y: " ".join(map(str, y))),
-    )
+    ids = token_ids()
     sentences = [" ".join(str(t) for t in row if t > EOS) for row in sources(24, seed=9).tolist()]
     fp32 = Translator(copier, ids).translate(sentences, beam_size=1)
     int8 = Translator(copier, ids, precision="int8")
@@ -106,9 +113,66 @@ def test_training_commands_do_not_take_int8():
                                    "--precision", "int8"])  # fmt: skip
 
 
-@pytest.mark.skipif(not packing_available("cpu"), reason="this torch has no oneDNN on the CPU")
+needs_packing = pytest.mark.skipif(not packing_available("cpu"), reason="this torch has no oneDNN on the CPU")
+
+
+@needs_packing
+def test_fp32_copy_packs_its_linear_layers_and_decodes_the_same_tokens(copier):
+    before = {name: p.clone() for name, p in copier.state_dict().items()}
+    fast = decoding_copy(copier, "fp32")
+    assert fast is not copier and not any(type(m) is nn.Linear for m in fast.modules())
+    assert all(m.weight.dtype == torch.float32 for m in fast.modules() if isinstance(m, PackedLinear))
+    assert all(type(m) is not PackedLinear for m in copier.modules())
+    assert all(torch.equal(before[name], p) for name, p in copier.state_dict().items())
+    src = sources(48, seed=5)
+    tgt = torch.cat([torch.full((48, 1), BOS), src[:, :-1]], dim=1)
+    with torch.inference_mode():
+        plain, packed = copier(src, tgt), fast(src, tgt)  # (B, T, V), fp32 both
+    assert packed.dtype == torch.float32 and torch.allclose(packed, plain, rtol=1e-4, atol=1e-4)
+    assert greedy_search(fast, src) == greedy_search(copier, src)
+    assert beam_search(fast, src, beam_size=3) == beam_search(copier, src, beam_size=3)
+
+
+@needs_packing
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_w_q_w_k_w_v_side_by_side_are_packed_once_per_decoding(dtype):
+    from qkv.nn.attention import KVCache, MultiHeadAttention
+    from qkv.nn.packed import pack_linear_layers, side_by_side
+
+    mha = pack_linear_layers(MultiHeadAttention(d_model=16, n_heads=4).to(dtype).eval())
+    layers = (mha.q_proj, mha.k_proj, mha.v_proj)
+    x = torch.randn(3, 2, 16).to(dtype)  # (B, T, D)
+    with torch.inference_mode():
+        packed, plain = side_by_side(layers)(x), side_by_side(layers, pack=False)(x)  # (B, T, 3D)
+        cache, steps, made = KVCache(), [], []
+        for t in range(2):
+            step = x[:, t : t + 1]  # (B, 1, D): self-attention, one new position
+            steps.append(mha(step, step, step, is_causal=True, cache=cache)[0])
+            made.append(cache.qkv_proj)
+    whole = mha(x, x, x, is_causal=True)[0]  # (B, T, D); no cache: the plain layers
+    assert isinstance(made[0], PackedLinear) and made[1] is made[0]  # made at the first step, then reused
+    assert packed.shape == (3, 2, 48) and torch.allclose(packed.float(), plain.float(), rtol=1e-2, atol=1e-2)
+    assert torch.allclose(torch.cat(steps, dim=1).float(), whole.float(), rtol=1e-2, atol=1e-2)
+
+
+def test_translator_makes_its_decoding_copy_again_when_the_weights_change(copier):
+    from qkv.tasks.translation import Translator
+
+    model = copy.deepcopy(copier)  # a model of its own, changed below
+    translator = Translator(model, token_ids())
+    first = translator.decoding_model()
+    assert translator.decoding_model() is first  # made once
+    with torch.no_grad():
+        model.generator.weight.mul_(2.0)  # as an optimizer step or load_state_dict would
+    second = translator.decoding_model()
+    assert second is not first and translator.decoding_model() is second
+    if packing_available("cpu"):
+        assert torch.equal(second.generator.weight, model.generator.weight)
+
+
+@needs_packing
 def test_bf16_copy_packs_its_linear_layers_and_computes_the_same_products(copier):
-    low = lower_precision(copier, "bf16")
+    low = decoding_copy(copier, "bf16")
     packed = [m for m in low.modules() if isinstance(m, PackedLinear)]
     assert packed and not any(type(m) is nn.Linear for m in low.modules())
     assert isinstance(copier.generator, nn.Linear) and type(copier.generator) is nn.Linear  # the model untouched
@@ -136,7 +200,7 @@ def test_bf16_decoding_keeps_an_fp32_cache_and_agrees_with_the_uncached_decoder(
         whole = mha(x, x, x, is_causal=True)[0]  # (B, T, D), bf16 throughout
     assert cache.k.dtype == torch.float32 and steps[0].dtype == torch.bfloat16
     assert torch.allclose(torch.cat(steps, dim=1).float(), whole.float(), atol=0.05)
-    low = lower_precision(copier, "bf16")
+    low = decoding_copy(copier, "bf16")
     src = sources(24, seed=11)
     cached, uncached = greedy_search(low, src), greedy_search(low, src, use_cache=False)
     assert sum(a == b for a, b in zip(cached, uncached)) >= 0.9 * len(src)

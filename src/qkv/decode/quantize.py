@@ -1,7 +1,10 @@
-"""Low-precision copies of a model for decoding on a CPU: int8 linear layers (dynamic quantization) or bf16.
+"""Decoding copies of a model for a CPU: fp32 or bf16 with pre-packed weights, or int8 linear layers.
 
-Not in the paper (it decodes in fp32); a deviation in rounding only, for speed. The copy is for decoding:
-the model itself (and every checkpoint) stays fp32.
+int8 and bf16 are not in the paper (it decodes in fp32): a deviation in rounding only, for speed. Every copy is
+for decoding: the model itself (and every checkpoint) stays fp32 with plain weights.
+
+- ``"fp32"``: on a CPU with oneDNN, a copy whose linear layers are pre-packed for it (:mod:`qkv.nn.packed`:
+  the same fp32 products, without the per-call costs of the plain layer); elsewhere the model itself.
 
 - ``"int8"``: every ``nn.Linear`` (the attention projections W_Q, W_K, W_V, W_O, the two FFN matrices and
   the pre-softmax output projection) becomes a dynamically quantized one (``torch.ao`` ``quantize_dynamic``):
@@ -9,13 +12,13 @@ the model itself (and every checkpoint) stays fp32.
   range; products accumulated in int32 and returned in fp32. Embeddings, layer norms and the attention
   itself stay fp32. As CTranslate2's ``int8`` (its default CPU compute type).
 - ``"bf16"``: the whole model cast to bf16 (weights stored once in bf16: no per-step casts, unlike autocast),
-  its linear layers pre-packed for oneDNN on a CPU (:mod:`qkv.decode.packed`); the attention of each step
+  its linear layers pre-packed for oneDNN on a CPU (:mod:`qkv.nn.packed`); the attention of each step
   runs in fp32 there (:func:`qkv.nn.attention.decodes_in_fp32`); the searches read its logits in fp32.
 
 Legend: B batch, D d_model, V vocabulary size.
 
 Example:
-    >>> fast = lower_precision(model, "int8")          # doctest: +SKIP
+    >>> fast = decoding_copy(model, "int8")          # doctest: +SKIP
     >>> greedy_search(fast, src)                       # doctest: +SKIP
 """
 
@@ -29,9 +32,9 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from qkv.decode.packed import pack_linear_layers
+from qkv.nn.packed import pack_linear_layers, packing_available
 
-#: the precisions of a decoding copy (fp32 is the model itself)
+#: the precisions of a decoding copy below fp32
 LOW_PRECISIONS = ("int8", "bf16")
 
 
@@ -90,7 +93,7 @@ def quantize_linear(model: nn.Module) -> nn.Module:
 
 def to_bf16(model: nn.Module) -> nn.Module:
     """A bf16 copy of ``model`` (every floating-point parameter and buffer), in eval mode; ``model`` is not
-    changed. On a CPU its linear layers are pre-packed for oneDNN (:mod:`qkv.decode.packed`): the copy is for
+    changed. On a CPU its linear layers are pre-packed for oneDNN (:mod:`qkv.nn.packed`): the copy is for
     decoding, not for saving.
 
     Example:
@@ -100,11 +103,30 @@ def to_bf16(model: nn.Module) -> nn.Module:
     return pack_linear_layers(copy.deepcopy(model).to(torch.bfloat16).eval())
 
 
-def lower_precision(model: nn.Module, precision: str) -> nn.Module:
-    """The decoding copy of ``model`` in ``precision`` (``"int8"`` or ``"bf16"``, see the module), or
-    ``model`` itself for ``"fp32"``."""
-    if precision == "fp32":
+def packed_fp32(model: nn.Module) -> nn.Module:
+    """An fp32 copy of ``model`` with its linear layers pre-packed for oneDNN, in eval mode, on a CPU where
+    that is available (:mod:`qkv.nn.packed`); else ``model`` itself. ``model`` is not changed.
+
+    Example:
+        >>> type(packed_fp32(nn.Sequential(nn.Linear(8, 4)))[0]).__name__  # on a CPU with oneDNN
+        'PackedLinear'
+    """
+    if not packing_available(next(model.parameters()).device):
         return model
+    return pack_linear_layers(copy.deepcopy(model).eval())
+
+
+def weight_versions(model: nn.Module) -> tuple[int, ...]:
+    """The version counters of ``model``'s parameters and buffers: they change with every in-place write (an
+    optimizer step, ``load_state_dict``), so a decoding copy made from older weights can be told stale."""
+    return tuple(t._version for t in (*model.parameters(), *model.buffers()))
+
+
+def decoding_copy(model: nn.Module, precision: str) -> nn.Module:
+    """The decoding copy of ``model`` in ``precision``: ``"fp32"``, ``"int8"`` or ``"bf16"`` (see the module).
+    For fp32 off a CPU with oneDNN, ``model`` itself."""
+    if precision == "fp32":
+        return packed_fp32(model)
     if precision == "int8":
         return quantize_linear(model)
     if precision == "bf16":

@@ -10,6 +10,7 @@ Legend: B batch, H heads, T_q query length, T_k key length, D d_model, Dh head d
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +19,7 @@ from torch import Tensor, nn
 
 from qkv.nn.dropout import dropout
 from qkv.nn.masks import causal_mask, check_mask, combine_masks
+from qkv.nn.packed import side_by_side
 
 ATTENTIONS = ("soft", "hard")  # softmax weights (the paper) or one-hot weights (option)
 
@@ -190,8 +192,8 @@ class KVCache:
     group: int = 1
     rows_have_keys: bool = False  # static: every query row has a key it may attend to (checked once)
     _buffers: tuple[Tensor, Tensor] | None = field(default=None, repr=False)  # (B, H, capacity, Dh) each
-    #: self-attention: W_Q, W_K, W_V side by side (and their biases), concatenated once per decoding
-    qkv_weight: tuple[Tensor, Tensor | None] | None = field(default=None, repr=False)
+    #: self-attention: W_Q, W_K, W_V side by side (and their biases) as one map, made once per decoding
+    qkv_proj: Callable[[Tensor], Tensor] | None = field(default=None, repr=False)
 
     @property
     def length(self) -> int:
@@ -303,21 +305,16 @@ class MultiHeadAttention(nn.Module):
             # Self-attention: one matmul for W_Q, W_K, W_V together (same maths, one kernel instead of three).
             # When decoding step by step the (3D, D) weight is concatenated once, at the first step, and kept
             # in the cache: a copy every step would cost more than the matmul of a few rows it fuses.
-            if cache is not None and cache.qkv_weight is not None:
-                w, b = cache.qkv_weight
-            else:
-                w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])  # (3D, D)
-                b = None
-                if self.q_proj.bias is not None:
-                    b = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-                if cache is not None:
-                    cache.qkv_weight = (w, b)
-            return F.linear(query, w, b).chunk(3, dim=-1)  # 3 × (B, T, D)
+            # (Packed again for oneDNN when a decoding copy's layers are: qkv.nn.packed.)
+            projections = (self.q_proj, self.k_proj, self.v_proj)
+            if cache is None:
+                return side_by_side(projections, pack=False)(query).chunk(3, dim=-1)  # 3 × (B, T, D)
+            if cache.qkv_proj is None:
+                cache.qkv_proj = side_by_side(projections)
+            return cache.qkv_proj(query).chunk(3, dim=-1)  # 3 × (B, T, D)
         if key is value and query is not key and isinstance(self.k_proj, nn.Linear):  # (not int8 copies)
             # Cross-attention: W_K and W_V read the same memory: one matmul (and one bf16 cast of it) for both.
-            w = torch.cat([self.k_proj.weight, self.v_proj.weight])  # (2D, D)
-            b = None if self.k_proj.bias is None else torch.cat([self.k_proj.bias, self.v_proj.bias])
-            k, v = F.linear(key, w, b).chunk(2, dim=-1)  # 2 × (B, T_k, D)
+            k, v = side_by_side((self.k_proj, self.v_proj), pack=False)(key).chunk(2, dim=-1)  # 2 × (B, T_k, D)
             return self.q_proj(query), k, v
         return self.q_proj(query), self.k_proj(key), self.v_proj(value)
 

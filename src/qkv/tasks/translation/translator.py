@@ -18,7 +18,7 @@ from qkv.data.batching import collate
 from qkv.data.tokenizer import SubwordTokenizer, TokenizerPair
 from qkv.decode import decode_corpus, decode_corpus_nbest
 from qkv.decode.corpus import open_progress
-from qkv.decode.quantize import check_int8_device, lower_precision
+from qkv.decode.quantize import check_int8_device, decoding_copy, weight_versions
 from qkv.models.transformer import AttentionMaps
 from qkv.tasks.kinds import check_vocab_fits, expect_kind
 from qkv.train.checkpoint import load_checkpoint
@@ -85,7 +85,7 @@ class Translator:
             check_vocab_fits(tokenizer, getattr(config, f"{side}_vocab_size", None), f"{side} tokenizer")
         self.device = torch.device(device)
         self.precision = resolve_decode_precision(precision, self.device)  # fp32, bf16 or int8
-        self._low: tuple[str, nn.Module, nn.Module] | None = None  # (precision, model, its copy), made once
+        self._low: tuple[tuple, nn.Module] | None = None  # ((precision, model, weight versions), its copy)
         self.max_len_b = max_len_b  # outputs stop at source length + max_len_b tokens (§6.1: 50)
         self.model = model.to(self.device).eval()
         self.tokenizers = tokenizers
@@ -210,14 +210,14 @@ class Translator:
         return out
 
     def decoding_model(self) -> nn.Module:
-        """The model the searches run: :attr:`model` itself in fp32, else its copy in :attr:`precision` (bf16
-        weights, or int8 linear layers: :mod:`qkv.decode.quantize`), made once and again only if
-        :attr:`model` or :attr:`precision` change."""
-        if self.precision == "fp32":
-            return self.model
-        if self._low is None or self._low[0] != self.precision or self._low[1] is not self.model:
-            self._low = (self.precision, self.model, lower_precision(self.model, self.precision))
-        return self._low[2]
+        """The model the searches run: the decoding copy of :attr:`model` in :attr:`precision`
+        (:func:`qkv.decode.quantize.decoding_copy`: pre-packed fp32 or bf16 weights on a CPU, or int8 linear
+        layers; in fp32 elsewhere, :attr:`model` itself). Made once, and again when :attr:`model`,
+        :attr:`precision` or any of the model's weights change (an optimizer step, a loaded state dict)."""
+        key = (self.precision, self.model, weight_versions(self.model))
+        if self._low is None or self._low[0] != key:
+            self._low = (key, decoding_copy(self.model, self.precision))
+        return self._low[1]
 
     @torch.inference_mode()
     def attention(self, source: str, target: str | None = None, beam_size: int = 5) -> AttentionView:
