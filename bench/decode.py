@@ -40,23 +40,40 @@ session 10, for every engine in the run):
 
     python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --threads 2 --batch 64 --n 3 \
         --cache-only --engines ct2,ct2-int8 --no-hf --precision fp32,bf16,int8
+
+Engines sharing one process slow each other down: on a 2-core CPU, qkv fp32 greedy decoded 284 sentences/s
+alone and 184–208 in a process that also ran CTranslate2, and CTranslate2 int8 385 alone against 288 beside
+qkv (session 12, docs/performance.md). ``--isolate`` runs each decoder in a child process of its own, as a
+user runs one engine, still round-robin: each round, one timed run of every child in turn while the others
+wait:
+
+    python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --threads 2 --batch 64 --n 3 \
+        --cache-only --engines ct2,ct2-int8 --no-hf --precision fp32,bf16,int8 --isolate
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-from _common import add_device_options, compare, setup_device
+from _common import Timing, add_device_options, compare, setup_device
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths, strip_specials
 from qkv.decode.quantize import decoding_copy
 from qkv.train.memory import keep_freed_memory
 
 ENGINES = ("hf", "ct2", "ct2-int8", "onnx")
+#: how each engine's rows begin
+ENGINE_NAMES = {
+    "hf": "HF generate", "ct2": "CTranslate2 float32", "ct2-int8": "CTranslate2 int8", "onnx": "onnxruntime",
+}  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,6 +112,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--precision", default="fp32",
         help="qkv's decoding precisions, comma-separated from auto,fp32,bf16,int8 (default fp32; e.g. fp32,int8)",
     )  # fmt: skip
+    parser.add_argument(
+        "--isolate", action="store_true",
+        help="time each decoder in a process of its own (one after the other) instead of round-robin in one "
+        "process (still round-robin): engines sharing a process slow each other down (docs/performance.md)",
+    )  # fmt: skip
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # (--isolate's child: one decoder)
+    parser.add_argument("--only-out", default=None, help=argparse.SUPPRESS)  # (where the child writes it)
     return parser.parse_args(argv)
 
 
@@ -223,19 +247,68 @@ def engine_runs(args, batches: list[torch.Tensor], export_dir: Path, engines: li
     return runs
 
 
-def print_table(runs: dict, args, limits: list[int], n_sentences: int, bleu, device) -> dict:
-    """Time every run (one warm-up whose outputs are kept, then ``--n`` timed rounds, round-robin over the
-    decoders; the median); one row each."""
-    results = {}
+def time_runs(runs: dict, args, device) -> dict:
+    """Time every run: one warm-up whose outputs are kept, then ``--n`` timed rounds, round-robin over the
+    decoders. Returns ``{name: (outputs, per-round seconds)}``."""
     with torch.inference_mode():
         outputs_of = {name: fn() for name, fn in runs.items()}  # the warm-ups, and the outputs compared below
         timings = compare(runs, device, warmup=0, iters=args.n)
+    return {name: (outputs_of[name], timings[name].times) for name in runs}
+
+
+def time_isolated(names: list[str], argv: list[str], n: int) -> dict:
+    """As :func:`time_runs`, each decoder in a child process of its own (this script with ``--only``), still
+    round-robin: every child loads its decoder and runs the warm-up (one child at a time), then each round asks
+    every child in turn for one timed run while the others wait, blocked on their input."""
+    timed, children = {}, []
+    with tempfile.TemporaryDirectory(prefix="qkv-decode-") as tmp:
+        try:
+            for i, name in enumerate(names):
+                out = Path(tmp) / f"{i}.json"
+                child = subprocess.Popen(
+                    [sys.executable, __file__, *argv, "--only", name, "--only-out", str(out)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                children.append(child)
+                for line in child.stdout:  # its header lines, then "ready": the warm-up is done
+                    if line.strip() == "ready":
+                        break
+                else:
+                    raise SystemExit(f"--isolate: the child process for {name!r} failed (see above)")
+                timed[name] = (json.loads(out.read_text()), [])
+            for _ in range(n):
+                for name, child in zip(names, children):
+                    child.stdin.write("run\n")
+                    child.stdin.flush()
+                    timed[name][1].append(float(child.stdout.readline()))
+        finally:
+            for child in children:
+                child.communicate("")  # end of input: the child exits
+    return timed
+
+
+def serve_timed_runs(fn, out: str) -> None:
+    """``--isolate``'s child: the warm-up (its outputs to ``out``), "ready", then one timed run per input line,
+    each answered with its seconds."""
+    with torch.inference_mode():
+        Path(out).write_text(json.dumps(fn()))
+        print("ready", flush=True)
+        for _ in sys.stdin:
+            start = time.perf_counter()
+            fn()
+            print(time.perf_counter() - start, flush=True)
+
+
+def print_table(timed: dict, args, limits: list[int], n_sentences: int, bleu) -> dict:
+    """One row per decoder of ``timed`` (:func:`time_runs`), the median round; returns
+    ``{name: (seconds, outputs)}``."""
+    results = {}
     print(
         f"\n{'decoder':32} {'sent/s':>9} {'tokens/s':>10} {'tokens':>8} {'s/run':>8}"
         + ("  BLEU" if bleu else "") + f"  {'= qkv':>9}"
     )
-    for name in runs:
-        outputs, seconds = outputs_of[name], timings[name].median
+    for name, (outputs, times) in timed.items():
+        seconds = Timing(times).median
         n_tokens = sum(len(y) + (len(y) < limit) for y, limit in zip(outputs, limits))  # + EOS, when there was one
         results[name] = (seconds, outputs)
         search = "greedy" if name.endswith("greedy") else f"beam {args.beam}"
@@ -265,7 +338,9 @@ def qkv_precisions(spec: str, device: torch.device) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    argv = [a for a in argv if a != "--isolate"]  # what --isolate's children are run with
     device, _ = setup_device(args)
     keep_freed_memory()  # as the qkv command line does (qkv translate / serve); for every engine alike
     model, batches, what, bleu = (checkpoint_setup if args.checkpoint else random_setup)(args, device)
@@ -284,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
     caches = (True,) if args.cache_only else (True, False)
     runs = {}  # name -> a function decoding every batch
     precisions = qkv_precisions(args.precision, device)
+    if args.only is not None:  # --isolate's child builds only its decoder
+        precisions = [p for p in precisions if args.only.startswith(f"qkv {p} ")] or ["fp32"]
     for precision in ["fp32", *(p for p in dict.fromkeys(precisions) if p != "fp32")]:
         m = decoding_copy(model, precision)  # the copy qkv translate --precision decodes with
         for cache in caches if precision == "fp32" else (True,):
@@ -298,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     if "fp32" not in precisions:
         runs = {n: fn for n, fn in runs.items() if not n.startswith("qkv ") or n.split()[1] in precisions}
     engines = [e for e in args.engines.split(",") if e and not (e == "hf" and args.no_hf)]
+    if args.only is not None:
+        engines = [e for e in engines if args.only.startswith(ENGINE_NAMES[e])]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         raise SystemExit(f"--engines: unknown {unknown}; expected some of {','.join(ENGINES)}")
@@ -322,8 +401,12 @@ def main(argv: list[str] | None = None) -> int:
                     )
         if export_dir is not None:
             runs.update(engine_runs(args, batches, export_dir, [e for e in engines if e != "hf"]))
+        if args.only is not None:  # --isolate's child: time one decoder for the parent
+            serve_timed_runs(runs[args.only], args.only_out)
+            return 0
         limits = [int(n) for src in batches for n in max_output_lengths(model, src, args.max_len_b)]
-        results = print_table(runs, args, limits, n_sentences, bleu, device)
+        timed = time_isolated(list(runs), argv, args.n) if args.isolate else time_runs(runs, args, device)
+        results = print_table(timed, args, limits, n_sentences, bleu)
     print_summary(results, args, caches, n_sentences, hf is not None)
     return 0
 
