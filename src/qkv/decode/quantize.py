@@ -18,7 +18,7 @@ for decoding: the model itself (and every checkpoint) stays fp32 with plain weig
 Legend: B batch, D d_model, V vocabulary size.
 
 Example:
-    >>> fast = decoding_copy(model, "int8")          # doctest: +SKIP
+    >>> fast = decoding_copy(model, "int8")            # doctest: +SKIP
     >>> greedy_search(fast, src)                       # doctest: +SKIP
 """
 
