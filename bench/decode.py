@@ -42,7 +42,7 @@ session 10, for every engine in the run):
         --cache-only --engines ct2,ct2-int8 --no-hf --precision fp32,bf16,int8
 
 Engines sharing one process slow each other down: on a 2-core CPU, qkv fp32 greedy decoded 284 sentences/s
-alone and 184–208 in a process that also ran CTranslate2, and CTranslate2 int8 385 alone against 288 beside
+alone and 184–208 in a process that also ran CTranslate2, and CTranslate2 int8 354–401 alone against 288 beside
 qkv (session 12, docs/performance.md). ``--isolate`` runs each decoder in a child process of its own, as a
 user runs one engine, still round-robin: each round, one timed run of every child in turn while the others
 wait:
@@ -114,8 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--isolate", action="store_true",
-        help="time each decoder in a process of its own (one after the other) instead of round-robin in one "
-        "process (still round-robin): engines sharing a process slow each other down (docs/performance.md)",
+        help="run each decoder in a process of its own, timed round-robin across them, instead of all in this "
+        "process: engines sharing a process slow each other down (docs/performance.md)",
     )  # fmt: skip
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # (--isolate's child: one decoder)
     parser.add_argument("--only-out", default=None, help=argparse.SUPPRESS)  # (where the child writes it)
@@ -280,7 +280,10 @@ def time_isolated(names: list[str], argv: list[str], n: int) -> dict:
                 for name, child in zip(names, children):
                     child.stdin.write("run\n")
                     child.stdin.flush()
-                    timed[name][1].append(float(child.stdout.readline()))
+                    answer = child.stdout.readline()
+                    if not answer:
+                        raise SystemExit(f"--isolate: the child process for {name!r} died (see above)")
+                    timed[name][1].append(float(answer))
         finally:
             for child in children:
                 child.communicate("")  # end of input: the child exits
