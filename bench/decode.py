@@ -58,12 +58,11 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from _common import Timing, add_device_options, compare, setup_device
+from _common import Timing, add_device_options, benchmark, compare, setup_device
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths, strip_specials
 from qkv.decode.quantize import decoding_copy
@@ -290,16 +289,14 @@ def time_isolated(names: list[str], argv: list[str], n: int) -> dict:
     return timed
 
 
-def serve_timed_runs(fn, out: str) -> None:
+def serve_timed_runs(fn, out: str, device) -> None:
     """``--isolate``'s child: the warm-up (its outputs to ``out``), "ready", then one timed run per input line,
     each answered with its seconds."""
     with torch.inference_mode():
         Path(out).write_text(json.dumps(fn()))
         print("ready", flush=True)
         for _ in sys.stdin:
-            start = time.perf_counter()
-            fn()
-            print(time.perf_counter() - start, flush=True)
+            print(benchmark(fn, device, warmup=0, iters=1).times[0], flush=True)
 
 
 def print_table(timed: dict, args, limits: list[int], n_sentences: int, bleu) -> dict:
@@ -405,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         if export_dir is not None:
             runs.update(engine_runs(args, batches, export_dir, [e for e in engines if e != "hf"]))
         if args.only is not None:  # --isolate's child: time one decoder for the parent
-            serve_timed_runs(runs[args.only], args.only_out)
+            serve_timed_runs(runs[args.only], args.only_out, device)
             return 0
         limits = [int(n) for src in batches for n in max_output_lengths(model, src, args.max_len_b)]
         timed = time_isolated(list(runs), argv, args.n) if args.isolate else time_runs(runs, args, device)

@@ -60,7 +60,7 @@ def test_auto_picks_bf16_only_where_the_cpu_has_it(monkeypatch):
         assert P.cpu_bf16_units() == [name]
         assert f"{name} found" in P.describe_precision("auto", cpu)  # the log names the unit
         assert f"{other} not found" in P.describe_precision("auto", cpu)
-    no_fast_bf16(monkeypatch, {"avx2", *P.BF16_CPU_FLAGS})
+    no_fast_bf16(monkeypatch, {"avx2", *(flag for _, _, flag in P.BF16_CPU_UNITS)})
     assert P.cpu_bf16_units() == ["AVX512-BF16", "AMX"]
     assert "AVX512-BF16 found, AMX found)" in P.describe_precision("auto", cpu)
     no_fast_bf16(monkeypatch, {"avx2"})

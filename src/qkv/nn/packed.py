@@ -49,11 +49,11 @@ class PackedLinear(nn.Linear):
     """An ``nn.Linear`` (fp32 or bf16) whose forward uses its weight pre-packed for oneDNN (CPU decoding only).
 
     A subclass, so the model's code sees an ``nn.Linear`` with ``weight`` and ``bias`` as before; only
-    ``forward`` differs. Build it with :meth:`from_linear` (or :meth:`from_weight`).
+    ``forward`` differs. Build it with :meth:`from_weight`.
 
-    Args (of :meth:`from_linear`):
-        linear: the layer to copy (it is not changed).
-        dtype: the dtype to compute in (``torch.float32`` or ``torch.bfloat16``; default: the layer's).
+    Args (of :meth:`from_weight`):
+        weight: ``(D_out, D_in)``, float32 or bfloat16: the dtype it computes in (shared, not copied).
+        bias: ``(D_out,)`` or ``None``.
         rows_hint: the usual number of rows per call, which oneDNN uses to choose the packing (any number of
             rows works).
 
@@ -62,11 +62,11 @@ class PackedLinear(nn.Linear):
         takes the plain ``F.linear`` (the same numbers).
 
     Example:
-        >>> lin = nn.Linear(8, 4)
-        >>> packed = PackedLinear.from_linear(lin, torch.bfloat16)
+        >>> lin = nn.Linear(8, 4).bfloat16()
+        >>> packed = PackedLinear.from_weight(lin.weight, lin.bias)
         >>> x = torch.randn(2, 8).bfloat16()
         >>> with torch.inference_mode():
-        ...     torch.equal(packed(x), nn.functional.linear(x, lin.weight.bfloat16(), lin.bias.bfloat16()))
+        ...     torch.equal(packed(x), lin(x))
         True
     """
 
@@ -74,7 +74,7 @@ class PackedLinear(nn.Linear):
 
     @classmethod
     def from_weight(cls, weight: Tensor, bias: Tensor | None = None, rows_hint: int = 64) -> PackedLinear:
-        """A packed layer computing ``x Wᵀ + b`` for ``weight`` ``(D_out, D_in)`` and ``bias`` ``(D_out,)``."""
+        """A packed layer computing ``x Wᵀ + b`` (see the class)."""
         if not packing_available(weight.device):
             raise ValueError(f"packed linear layers need a CPU with oneDNN, got {weight.device}")
         if weight.dtype not in PACKED_DTYPES:
@@ -86,11 +86,6 @@ class PackedLinear(nn.Linear):
             layer.bias = nn.Parameter(bias.detach().to(weight.dtype), requires_grad=False)
         layer.packed_weight = torch.ops.mkldnn._reorder_linear_weight(layer.weight, rows_hint)
         return layer.eval()
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, dtype: torch.dtype | None = None, rows_hint: int = 64) -> PackedLinear:
-        weight = linear.weight.detach().to(dtype or linear.weight.dtype)
-        return cls.from_weight(weight, linear.bias, rows_hint)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dtype != self.weight.dtype or torch.is_grad_enabled():
@@ -130,7 +125,7 @@ def pack_linear_layers(model: nn.Module, rows_hint: int = 64) -> nn.Module:
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear and child.weight.dtype in PACKED_DTYPES:
-                packed = PackedLinear.from_linear(child, rows_hint=rows_hint)
+                packed = PackedLinear.from_weight(child.weight, child.bias, rows_hint)
                 packed._forward_pre_hooks.update(child._forward_pre_hooks)  # hooks the copy had stay on it
                 packed._forward_hooks.update(child._forward_hooks)
                 setattr(parent, name, packed)

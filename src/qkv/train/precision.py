@@ -29,8 +29,6 @@ BF16_CPU_UNITS = (
     ("AVX512-BF16", "_is_avx512_bf16_supported", "avx512_bf16"),  # bf16 dot products in AVX-512 registers
     ("AMX", "_is_amx_tile_supported", "amx_bf16"),  # Intel's tile matrix unit (Sapphire Rapids and later)
 )
-#: /proc/cpuinfo flags of CPUs whose bf16 matrix products are native.
-BF16_CPU_FLAGS = tuple(flag for _, _, flag in BF16_CPU_UNITS)
 
 
 def cpu_flags(path: str | Path = "/proc/cpuinfo") -> set[str]:
