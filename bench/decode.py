@@ -116,6 +116,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="run each decoder in a process of its own, timed round-robin across them, instead of all in this "
         "process: engines sharing a process slow each other down (docs/performance.md)",
     )  # fmt: skip
+    parser.add_argument(
+        "--early-stopping", action="store_true",
+        help="also run qkv's beam searches with early_stopping=True (rows '... early'): a sentence ends once it "
+        "holds K finished hypotheses, CTranslate2's rule (its default patience 1)",
+    )  # fmt: skip
     parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # (--isolate's child: one decoder)
     parser.add_argument("--only-out", default=None, help=argparse.SUPPRESS)  # (where the child writes it)
     return parser.parse_args(argv)
@@ -372,6 +377,10 @@ def main(argv: list[str] | None = None) -> int:
             runs[f"{name} beam {args.beam}{suffix}"] = over_batches(
                 lambda src, m=m, cache=cache: beam_search(m, src, **beam_kwargs, use_cache=cache)
             )
+            if args.early_stopping and cache:
+                runs[f"{name} beam {args.beam} early"] = over_batches(
+                    lambda src, m=m: beam_search(m, src, **beam_kwargs, early_stopping=True)
+                )
     if "fp32" not in precisions:
         runs = {n: fn for n, fn in runs.items() if not n.startswith("qkv ") or n.split()[1] in precisions}
     engines = [e for e in args.engines.split(",") if e and not (e == "hf" and args.no_hf)]
@@ -434,7 +443,7 @@ def print_summary(results: dict, args, caches, n_sentences: int, with_hf: bool) 
     for name, (seconds, _) in results.items():
         if name.startswith(("CTranslate2", "onnxruntime")):
             search = "greedy" if name.endswith("greedy") else f"beam {args.beam}"
-            for ours in (f"{q} {search}" for q in ours_of):
+            for ours in (f"{q} {search}{early}" for q in ours_of for early in ("", " early")):
                 if ours in results:
                     print(f"{ours} vs {name}: qkv at {seconds / results[ours][0]:.2f}x its speed")
     for search in ("greedy", f"beam {args.beam}"):
@@ -442,6 +451,9 @@ def print_summary(results: dict, args, caches, n_sentences: int, with_hf: bool) 
             if f"qkv {low} {search}" in results and f"qkv {search}" in results:
                 ratio = results[f"qkv {search}"][0] / results[f"qkv {low} {search}"][0]
                 print(f"qkv {low} {search} vs qkv fp32 {search}: {ratio:.2f}x its speed")
+        for ours in (f"{q} {search}" for q in ours_of):
+            if f"{ours} early" in results:
+                print(f"{ours} early vs {ours}: {results[ours][0] / results[f'{ours} early'][0]:.2f}x its speed")
     engines = [e for e in ("float32", "int8") if f"CTranslate2 {e} greedy" in results]
     if engines:  # qkv's speed over CTranslate2's, each search, as a markdown table
         searches = ("greedy", f"beam {args.beam}")
@@ -454,6 +466,12 @@ def print_summary(results: dict, args, caches, n_sentences: int, with_hf: bool) 
                     for s in searches for e in engines
                 ]
                 print(f"| {precision} | " + " | ".join(cells) + " |")
+            early = results.get(f"{prefix} beam {args.beam} early")
+            if early is not None:  # greedy has no stopping rule: "–"
+                cells = ["–" for _ in engines] + [
+                    f"{results[f'CTranslate2 {e} beam {args.beam}'][0] / early[0]:.2f}x" for e in engines
+                ]
+                print(f"| {precision}, early stopping | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -23,7 +23,7 @@ def train_argv(data, src, tgt, out, *extra):
     return ["train", "--data", str(data), "--src", src, "--tgt", tgt, "--out", str(out), *TINY, *extra]
 
 
-def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys):
+def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys, monkeypatch):
     data = write_demo_corpus(tmp_path / "data", n_train=400, n_val=40, n_test=40, seed=3)
     out = tmp_path / "run"
     argv = train_argv(data, "words", "iso", out, "--tokenizer", "word", "--separate-vocab", "--max-steps", "24",
@@ -43,6 +43,19 @@ def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys):
     assert main(["translate", "--model", str(out / "best"), "--beam", "2", "may 4 , 1999", "the 1st of june 2001"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
+    # --early-stopping reaches the search, in translate and evaluate
+    import qkv.tasks.translation.translator as translator_module
+
+    rules, decode = [], translator_module.decode_corpus
+    monkeypatch.setattr(translator_module, "decode_corpus",
+                        lambda *a, **kw: rules.append(kw["early_stopping"]) or decode(*a, **kw))  # fmt: skip
+    assert main(["translate", "--model", str(out / "best"), "--beam", "2", "--early-stopping", "may 4 , 1999"]) == 0
+    assert main(["evaluate", "--model", str(out / "best"), "--data", str(data), "--src", "words", "--tgt", "iso",
+                 "--beam", "2", "--early-stopping"]) == 0  # fmt: skip
+    assert main(["translate", "--model", str(out / "best"), "--beam", "2", "may 4 , 1999"]) == 0
+    assert rules == [True, True, False]
+    monkeypatch.undo()
+    capsys.readouterr()
 
     # evaluate a model on the test split; then score its own translations from a file: the same numbers
     hyp = tmp_path / "hyp.txt"

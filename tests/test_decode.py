@@ -143,6 +143,25 @@ def test_beam_finds_the_sequence_greedy_misses(use_cache):
     assert beam_search(model, one_source(), beam_size=1, use_cache=use_cache)[0] == greedy
 
 
+def early_finisher() -> ScriptedModel:
+    """Beam 2, α 0: after step 2 two hypotheses are finished, EOS (0.3) and B EOS (0.1), while the live
+    A C (0.54) goes on to A C EOS (0.513), the best of all."""
+    return ScriptedModel(
+        {(): {A: 0.6, EOS: 0.3, B: 0.1}, (A,): {C: 0.9, EOS: 0.1}, (B,): {EOS: 1.0}, (A, C): {EOS: 0.95, A: 0.05}},
+        default=lambda prefix: {EOS: 0.98, A: 0.01, B: 0.01},
+    )
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_early_stopping_ends_once_k_hypotheses_are_finished(use_cache):
+    patient, early = early_finisher(), early_finisher()
+    assert beam_search(patient, one_source(), beam_size=2, alpha=0.0, use_cache=use_cache)[0] == [A, C]
+    # early stopping stops at step 2 with K = 2 finished ones, the best of which is the empty sentence
+    assert beam_search(early, one_source(), beam_size=2, alpha=0.0, use_cache=use_cache, early_stopping=True)[0] == []
+    assert early.calls == 2 < patient.calls
+    assert patient.log_prob([A, C]) > early.log_prob([]) > early.log_prob([B])
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.6, 1.0, 2.0])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_wide_beam_finds_the_exact_best_hypothesis(alpha, seed):
@@ -279,6 +298,7 @@ def test_beam_of_one_is_greedy_on_random_models():
         src = random_sources(40, vocab, seed=seed)
         greedy = greedy_search(model, src, max_len_b=15)
         assert beam_search(model, src, beam_size=1, alpha=0.6, max_len_b=15) == greedy, f"seed {seed}"
+        assert beam_search(model, src, beam_size=1, max_len_b=15, early_stopping=True) == greedy, f"seed {seed}"
         limits = max_output_lengths(model, src, 15).tolist()
         ended_with_eos += sum(len(y) < limit for y, limit in zip(greedy, limits))
     assert ended_with_eos > 40  # EOS decisions were exercised, not only runs to the maximum length

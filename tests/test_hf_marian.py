@@ -107,6 +107,26 @@ def test_beam_search_runs_and_beam_1_is_greedy(imported):
     assert beam_search(imported.model, src, beam_size=1, max_len_b=6) == greedy_search(imported.model, src, max_len_b=6)
 
 
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_beam_search_equals_generate_with_either_stopping_rule(folder, imported, hf_tokenizer, early_stopping):
+    """α = 0, so both rank by log-probability alone (HF divides by |Y|^α, qkv by ((5 + |Y|) / 6)^α), under
+    each of HF's stopping rules, ``early_stopping=False`` (the default of both) and ``True``. This random model's
+    searches run to their length limit; where the two rules part is tested on scripted models
+    (tests/test_decode.py)."""
+    hf = eager("MarianMTModel", folder)
+    pad, eos = hf.config.pad_token_id, hf.config.eos_token_id
+    vmap = imported.tokenizers.src._map
+    for text in [*TEXTS, SENTENCES[4]]:
+        enc = hf_tokenizer([text], return_tensors="pt")
+        with torch.no_grad():
+            out = hf.generate(**enc, num_beams=4, do_sample=False, length_penalty=0.0, early_stopping=early_stopping,
+                              max_new_tokens=enc.input_ids.shape[1] + 5, bad_words_ids=[[pad]])  # fmt: skip
+        ref = [int(vmap.to_qkv[t]) for t in out[0, 1:].tolist() if t not in (eos, pad)]
+        src = vmap.to_qkv[enc.input_ids]
+        ours = beam_search(imported.model, src, beam_size=4, alpha=0.0, max_len_b=5, early_stopping=early_stopping)
+        assert ours[0] == ref, text
+
+
 @pytest.mark.parametrize("text", [*TEXTS, SENTENCES[4], "xyz qqq!", ">>en<< zwei hunde"])
 def test_tokenizer_text_ids_text_match_marian_tokenizer(imported, hf_tokenizer, text):
     src = imported.tokenizers.src

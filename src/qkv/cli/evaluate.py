@@ -7,7 +7,7 @@ import json
 
 from qkv.cli._common import add_precision_option, print_precision, resolve_device
 from qkv.cli._progress import add_progress_option, progress_factory
-from qkv.cli.options import add_device_options, finite_float, positive_int
+from qkv.cli.options import add_device_options, add_search_options
 
 EXAMPLES = """\
 examples:
@@ -33,8 +33,7 @@ def register(sub) -> None:
     p.add_argument("--split", choices=["train", "val", "test"], default="test", help="the split of --data")
     p.add_argument("--hyp", help="file of translations (instead of --model)")
     p.add_argument("--ref", help="file of references (instead of --data)")
-    p.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 = greedy")
-    p.add_argument("--alpha", type=finite_float, default=0.6, help="length penalty α")
+    add_search_options(p)
     add_device_options(p)
     add_precision_option(p, what="decoding")
     p.add_argument("--output", help="also write the translations here")
@@ -68,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
         translator = open_model(args.model, resolve_device(args.device), "translation", precision=args.precision)
         print_precision(args.precision, translator.device)
+        translator.early_stopping = args.early_stopping
         hypotheses = translator.translate(sources, beam_size=args.beam, alpha=args.alpha,
                                           progress=progress_factory(args))  # fmt: skip
     else:

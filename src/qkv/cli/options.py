@@ -126,6 +126,16 @@ def add_threads_option(p) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
+def add_search_options(p) -> None:
+    """``--beam``, ``--alpha`` and ``--early-stopping``: the search of ``qkv translate`` and ``qkv evaluate``."""
+    p.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 = greedy")
+    p.add_argument("--alpha", type=finite_float, default=0.6, help="length penalty α")
+    p.add_argument("--early-stopping", action="store_true",
+                   help="beam search ends a sentence once it holds --beam finished hypotheses (Hugging Face's "
+                   "early_stopping=True, CTranslate2's rule), not when no live beam can beat them: less work, "
+                   "may miss a longer translation")  # fmt: skip
+
+
 def add_hidden_alias(p, option: str, dest: str, **kwargs: Any) -> None:
     """An old spelling of an option that still works but is not shown in ``--help`` (e.g. ``--beam-size``)."""
     p.add_argument(option, dest=dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)

@@ -8,7 +8,7 @@ import sys
 
 from qkv.cli._common import add_precision_option, print_precision, stdin_lines
 from qkv.cli._progress import add_progress_option, progress_factory
-from qkv.cli.options import add_device_options, finite_float, non_negative_int, positive_int
+from qkv.cli.options import add_device_options, add_search_options, non_negative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -32,8 +32,7 @@ def register(sub) -> None:
     p.add_argument("--model", required=True,
                    help="checkpoint folder (e.g. runs/de-en/best) or Hugging Face Marian folder / hub id")
     p.add_argument("--file", help="a file with one sentence a line (plain or .gz)")
-    p.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 = greedy")
-    p.add_argument("--alpha", type=finite_float, default=0.6, help="length penalty α")
+    add_search_options(p)
     p.add_argument("--batch-size", type=positive_int, default=64, help="sentences decoded together")
     p.add_argument("--nbest", type=positive_int, default=None, metavar="N",
                    help="print the N best translations of each sentence (N <= --beam), as lines "
@@ -58,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     translator = open_model(args.model, args.device, "translation", precision=args.precision)
     print_precision(args.precision, translator.device)
     translator.max_len_b = args.max_len_b
+    translator.early_stopping = args.early_stopping
     if sentences:
         source, name = sentences, None
     elif args.file:

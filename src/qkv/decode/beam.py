@@ -26,6 +26,11 @@ length, or when it reaches its maximum length (source length + ``max_len_b``; li
 as they are). The bound at the current length is exact for α = 0 (log-probabilities only decrease) and the
 usual heuristic for α > 0 (Hugging Face's ``early_stopping=False``); it keeps ``beam_size=1`` identical to
 greedy decoding.
+
+``early_stopping=True`` is the other common rule (not the paper's, which does not say): a sentence is done as
+soon as it holds K finished hypotheses, whatever its live beams score (Hugging Face's ``early_stopping=True``,
+fairseq's rule, CTranslate2's default ``patience=1``). It computes fewer decoder rows and may miss a longer
+hypothesis that would have ranked first.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ def beam_search(
     alpha: float = 0.6,
     max_len_b: int = 50,
     use_cache: bool = True,
+    early_stopping: bool = False,
 ) -> list[list[int]]:
     """Beam search (§6.1), batched over sentences × beams, returning the best hypothesis of each sentence.
 
@@ -75,6 +81,9 @@ def beam_search(
         alpha: α of the length penalty ((5 + |Y|) / 6)^α; 0 ranks by log-probability alone.
         max_len_b: at most ``source length + max_len_b`` tokens per sentence, EOS included.
         use_cache: incremental decoding with the KV cache (``True``) or re-running the whole prefix.
+        early_stopping: a sentence is done once it holds K finished hypotheses (``True``: Hugging Face's
+            ``early_stopping=True``, CTranslate2's rule), or only when no live beam can still beat them
+            (``False``, the default; see the module).
 
     Returns:
         One list of token ids per sentence, without BOS, EOS or PAD.
@@ -85,7 +94,8 @@ def beam_search(
         >>> len(out), len(out[0]) <= 4 + 3
         (1, True)
     """
-    return [hyps[0][0] for hyps in _search(model, src, beam_size, alpha, max_len_b, use_cache, nbest=1)]
+    hyps = _search(model, src, beam_size, alpha, max_len_b, use_cache, nbest=1, early_stopping=early_stopping)
+    return [best[0][0] for best in hyps]
 
 
 def beam_search_nbest(
@@ -97,12 +107,13 @@ def beam_search_nbest(
     alpha: float = 0.6,
     max_len_b: int = 50,
     use_cache: bool = True,
+    early_stopping: bool = False,
 ) -> list[list[Hypothesis]]:
     """Beam search returning the ``nbest`` best finished hypotheses of each sentence, best first.
 
     Args:
         nbest: how many hypotheses per sentence, 1 … ``beam_size`` (the search keeps K finished ones).
-        model, src, beam_size, alpha, max_len_b, use_cache: as for :func:`beam_search`.
+        model, src, beam_size, alpha, max_len_b, use_cache, early_stopping: as for :func:`beam_search`.
 
     Returns:
         Per sentence, up to ``nbest`` pairs ``(token ids without BOS/EOS/PAD, score)``, where the score is
@@ -117,11 +128,12 @@ def beam_search_nbest(
     """
     if not isinstance(nbest, int) or not 1 <= nbest <= beam_size:
         raise ValueError(f"nbest must be an int in 1 … beam_size ({beam_size}), got {nbest!r}")
-    return _search(model, src, beam_size, alpha, max_len_b, use_cache, nbest=nbest)
+    return _search(model, src, beam_size, alpha, max_len_b, use_cache, nbest=nbest, early_stopping=early_stopping)
 
 
 def _search(
-    model: nn.Module, src: Tensor, beam_size: int, alpha: float, max_len_b: int, use_cache: bool, nbest: int
+    model: nn.Module, src: Tensor, beam_size: int, alpha: float, max_len_b: int, use_cache: bool, nbest: int,
+    early_stopping: bool = False,
 ) -> list[list[Hypothesis]]:
     """The search itself: the ``nbest`` best finished hypotheses of each sentence with their scores."""
     check_token_ids("src", src)
@@ -193,10 +205,12 @@ def _search(
             # Each sentence keeps its K best finished hypotheses.
             done_scores, done_tokens = _keep_best(done_scores, done_tokens, new_scores, new_tokens, k)
 
-            # Done: K finished hypotheses and no live beam beats the worst of them (at the current length).
-            full = done_scores.isfinite().all(dim=-1)  # (A,)
-            best_live = live_scores.max(dim=-1).values / lp  # (A,)
-            finished = full & (best_live <= done_scores.min(dim=-1).values)  # (A,)
+            # Done: K finished hypotheses and (unless early_stopping) no live beam beats the worst of them (at the
+            # current length).
+            finished = done_scores.isfinite().all(dim=-1)  # (A,)
+            if not early_stopping:
+                best_live = live_scores.max(dim=-1).values / lp  # (A,)
+                finished &= best_live <= done_scores.min(dim=-1).values  # (A,)
             if at_limit is not None:
                 finished |= at_limit
             n_finished = int(finished.sum())  # the one host sync of the step

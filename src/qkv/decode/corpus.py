@@ -41,6 +41,7 @@ def decode_corpus(
     max_len_b: int = 50,
     batch_size: int = 64,
     on_batch: Callable[[int], Any] | None = None,
+    early_stopping: bool = False,
 ) -> list[list[int]]:
     """Decode many sentences: sorted by length into batches of ``batch_size`` (little padding), greedy for
     ``beam_size == 1`` else beam search; the results come back in input order.
@@ -48,12 +49,15 @@ def decode_corpus(
     Args:
         sources: source token ids per sentence, without EOS (appended here, as in training).
         on_batch: called with the number of sentences of each decoded batch (e.g. a progress bar's ``update``).
+        early_stopping: the beam search's stopping rule (:func:`~qkv.decode.beam.beam_search`).
     """
 
     def search(src: Tensor) -> list[list[int]]:
         if beam_size <= 1:
             return greedy_search(model, src, max_len_b=max_len_b)
-        return beam_search(model, src, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
+        return beam_search(
+            model, src, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b, early_stopping=early_stopping
+        )
 
     return _by_length(model, sources, batch_size, search, on_batch)
 
@@ -67,12 +71,14 @@ def decode_corpus_nbest(
     alpha: float = 0.6,
     max_len_b: int = 50,
     batch_size: int = 64,
+    early_stopping: bool = False,
 ) -> list[list[Hypothesis]]:
     """Like :func:`decode_corpus` with beam search, but the ``nbest`` best hypotheses of each sentence with
     their scores (see :func:`~qkv.decode.beam.beam_search_nbest`)."""
 
     def search(src: Tensor) -> list[list[Hypothesis]]:
-        return beam_search_nbest(model, src, nbest=nbest, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b)
+        return beam_search_nbest(model, src, nbest=nbest, beam_size=beam_size, alpha=alpha, max_len_b=max_len_b,
+                                 early_stopping=early_stopping)  # fmt: skip
 
     return _by_length(model, sources, batch_size, search)
 

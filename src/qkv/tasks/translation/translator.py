@@ -63,6 +63,9 @@ class Translator:
         tokenizers: its source and target tokenizers; neither may have more ids than the model's vocabulary.
         device: where the model runs.
         max_len_b: outputs stop at source length + ``max_len_b`` tokens (§6.1: 50).
+        early_stopping: beam search ends a sentence once it holds ``beam_size`` finished hypotheses (Hugging
+            Face's ``early_stopping=True``, CTranslate2's rule) instead of when no live beam can still beat them
+            (``False``, the default: :mod:`qkv.decode.beam`).
 
     Example:
         >>> tr = Translator.load("runs/demo/best")                     # doctest: +SKIP
@@ -76,7 +79,7 @@ class Translator:
 
     def __init__(
         self, model: nn.Module, tokenizers: TokenizerPair, device: str | torch.device = "cpu", max_len_b: int = 50,
-        precision: str = "fp32",
+        precision: str = "fp32", early_stopping: bool = False,
     ):  # fmt: skip
         if not (isinstance(max_len_b, int) and max_len_b >= 0):
             raise ValueError(f"max_len_b must be an int >= 0, got {max_len_b!r}")
@@ -87,6 +90,7 @@ class Translator:
         self.precision = resolve_decode_precision(precision, self.device)  # fp32, bf16 or int8
         self._low: tuple[tuple, nn.Module] | None = None  # ((precision, model, weight versions), its copy)
         self.max_len_b = max_len_b  # outputs stop at source length + max_len_b tokens (§6.1: 50)
+        self.early_stopping = early_stopping  # the beam search's stopping rule (qkv.decode.beam)
         self.model = model.to(self.device).eval()
         self.tokenizers = tokenizers
 
@@ -161,7 +165,7 @@ class Translator:
         sentences = [sentences] if isinstance(sentences, str) else list(sentences)
         hyps = decode_corpus_nbest(self.decoding_model(), self.encode_sources(sentences), nbest=nbest,
                                    beam_size=beam_size, alpha=alpha, max_len_b=self.max_len_b,
-                                   batch_size=batch_size)  # fmt: skip
+                                   batch_size=batch_size, early_stopping=self.early_stopping)  # fmt: skip
         return [[(self.tgt_tokenizer.decode(ids), score) for ids, score in options] for options in hyps]
 
     def translate_stream(
@@ -204,6 +208,7 @@ class Translator:
             max_len_b=self.max_len_b,
             batch_size=batch_size,
             on_batch=on_batch,
+            early_stopping=self.early_stopping,
         )
         for i, hyp in zip(todo, hyps):
             out[i] = self.tgt_tokenizer.decode(hyp)
