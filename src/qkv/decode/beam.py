@@ -29,8 +29,8 @@ greedy decoding.
 
 ``early_stopping=True`` is the other common rule (not the paper's, which does not say): a sentence is done as
 soon as it holds K finished hypotheses, whatever its live beams score (Hugging Face's ``early_stopping=True``,
-fairseq's rule, CTranslate2's default ``patience=1``). It computes fewer decoder rows and may miss a longer
-hypothesis that would have ranked first.
+fairseq's rule, CTranslate2's with a length penalty and its default ``patience=1``). It computes fewer decoder
+rows and may miss a longer hypothesis that would have ranked first.
 """
 
 from __future__ import annotations
