@@ -36,6 +36,8 @@ def test_early_stopping_adds_the_rows_of_ctranslate2s_stopping_rule(monkeypatch,
             "--no-hf", "--cache-only", "--threads", "1", "--early-stopping"]  # fmt: skip
     assert decode.main(argv) == 0
     out = capsys.readouterr().out
-    rows = [line[:32].strip() for line in out.splitlines() if line.startswith("qkv")]
+    lines = out.splitlines()
+    table = lines[next(i for i, line in enumerate(lines) if line.startswith("decoder")) + 1 :]
+    rows = [line[:32].strip() for line in table if line.startswith("qkv")]
     assert rows[:3] == ["qkv greedy", "qkv beam 5", "qkv beam 5 early"]
     assert "qkv beam 5 early vs qkv beam 5:" in out
