@@ -54,6 +54,7 @@ wait:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -459,19 +460,17 @@ def print_summary(results: dict, args, caches, n_sentences: int, with_hf: bool) 
         searches = ("greedy", f"beam {args.beam}")
         print("\n| qkv | " + " | ".join(f"{s} vs CT2 {e}" for s in searches for e in engines) + " |")
         print("| --- |" + " --- |" * (len(searches) * len(engines)))
-        for prefix, precision in ours_of.items():
-            if f"{prefix} greedy" in results:
-                cells = [
-                    f"{results[f'CTranslate2 {e} {s}'][0] / results[f'{prefix} {s}'][0]:.2f}x"
-                    for s in searches for e in engines
-                ]
-                print(f"| {precision} | " + " | ".join(cells) + " |")
-            early = results.get(f"{prefix} beam {args.beam} early")
-            if early is not None:  # greedy has no stopping rule: "–"
-                cells = ["–" for _ in engines] + [
-                    f"{results[f'CTranslate2 {e} beam {args.beam}'][0] / early[0]:.2f}x" for e in engines
-                ]
-                print(f"| {precision}, early stopping | " + " | ".join(cells) + " |")
+        for (prefix, precision), (early, label) in itertools.product(
+            ours_of.items(), (("", ""), (" early", ", early stopping"))
+        ):
+            if f"{prefix} beam {args.beam}{early}" not in results:
+                continue
+            cells = [  # "–": greedy has no stopping rule, so no "early" row of its own
+                f"{results[f'CTranslate2 {e} {s}'][0] / results[f'{prefix} {s}{early}'][0]:.2f}x"
+                if f"{prefix} {s}{early}" in results else "–"
+                for s in searches for e in engines
+            ]
+            print(f"| {precision}{label} | " + " | ".join(cells) + " |")
 
 if __name__ == "__main__":
     raise SystemExit(main())

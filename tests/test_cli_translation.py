@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import qkv.tasks.translation.translator as translator_module
 from qkv.cli import main
 from qkv.data.synthetic import write_demo_corpus
 
@@ -44,8 +45,6 @@ def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys, mon
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     # --early-stopping reaches the search, in translate and evaluate
-    import qkv.tasks.translation.translator as translator_module
-
     rules, decode = [], translator_module.decode_corpus
     monkeypatch.setattr(translator_module, "decode_corpus",
                         lambda *a, **kw: rules.append(kw["early_stopping"]) or decode(*a, **kw))  # fmt: skip

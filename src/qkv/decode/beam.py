@@ -133,7 +133,7 @@ def beam_search_nbest(
 
 def _search(
     model: nn.Module, src: Tensor, beam_size: int, alpha: float, max_len_b: int, use_cache: bool, nbest: int,
-    early_stopping: bool = False,
+    early_stopping: bool,
 ) -> list[list[Hypothesis]]:
     """The search itself: the ``nbest`` best finished hypotheses of each sentence with their scores."""
     check_token_ids("src", src)
