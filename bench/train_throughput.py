@@ -181,7 +181,8 @@ class WithLoss(nn.Module):
     def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
         logits = self.model(src, tgt_in)  # (B, T, V)
         if self.own_loss:
-            loss_sum, _, n = label_smoothed_cross_entropy(logits, tgt_out, self.epsilon, PAD)
+            n = (tgt_out != PAD).sum()  # known before the loss: its gradient comes already divided by it
+            loss_sum, _, _ = label_smoothed_cross_entropy(logits, tgt_out, self.epsilon, PAD, grad_scale=1.0 / n)
             return loss_sum / n
         return F.cross_entropy(
             logits.float().flatten(0, 1), tgt_out.flatten(), ignore_index=PAD, label_smoothing=self.epsilon

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qkv.nn.dropout import LEVELS, Dropout, dropout, keep_scale
+from qkv.nn.dropout import LEVELS, Dropout, dropout, keep_mask
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -26,7 +26,7 @@ def test_drop_rate_and_scale(dtype, p):
 def test_every_lane_of_a_word_is_uniform():
     """Four 16-bit draws per 64-bit word: all four positions must drop at the same rate."""
     torch.manual_seed(1)
-    s = keep_scale(torch.Size([400_000]), 0.5, torch.float32)
+    s = keep_mask(torch.Size([400_000]), 0.5, torch.float32)
     rates = [(s[i::4] == 0).float().mean().item() for i in range(4)]
     assert all(abs(r - 0.5) < 0.01 for r in rates), rates
 

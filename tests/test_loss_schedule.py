@@ -115,6 +115,29 @@ def test_gradient_equals_torch_in_every_chunking(dtype, chunk, monkeypatch):
         assert label_smoothed_cross_entropy(logits, target)[0].item() == pytest.approx(loss.item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("announced, applied", [(0.25, 0.25), (0.25, 0.5), (0.25, -1.0)])
+def test_announced_grad_scale_changes_no_gradient(dtype, announced, applied):
+    """``grad_scale`` stores the gradient pre-multiplied so that a matching backward skips a pass over (N, V);
+    whatever factor the backward pass then brings (the announced one or another), the gradient is autograd's
+    gradient of ``applied · F.cross_entropy(sum)``: neither missing nor applied twice."""
+    torch.manual_seed(1)
+    logits = torch.randn(2, 5, 9).to(dtype).requires_grad_()
+    target = torch.randint(1, 9, (2, 5))
+    target[0, 3:] = 0
+    loss, _, _ = label_smoothed_cross_entropy(logits, target, epsilon=0.1, grad_scale=torch.tensor(announced))
+    (loss * applied).backward()
+    reference = logits.detach().float().requires_grad_()
+    ref_loss = F.cross_entropy(
+        reference.view(-1, 9), target.view(-1), label_smoothing=0.1, ignore_index=0, reduction="sum"
+    )
+    (ref_loss * applied).backward()
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    assert torch.allclose(logits.grad.float(), reference.grad, atol=tol)
+    assert torch.all(logits.grad[0, 3:] == 0)
+
+
 def test_noam_is_eq3():
     s = NoamSchedule(d_model=512, warmup_steps=4000)
     for step in (1, 10, 3999, 4000, 4001, 100_000):

@@ -125,7 +125,7 @@ class _Trainer:
                 with autocast(self.device, self.bf16):
                     logits = self.parallel(batch.src, batch.tgt_in)  # (B, T, V)
                 loss, nll, _ = label_smoothed_cross_entropy(
-                    logits, batch.tgt_out, self.config.label_smoothing, self.pad_id
+                    logits, batch.tgt_out, self.config.label_smoothing, self.pad_id, grad_scale=scale
                 )
                 (loss * scale).backward()
             loss_total += loss.detach()
