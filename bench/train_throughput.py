@@ -35,7 +35,9 @@ Precision: ``--precision auto|fp32|bf16`` (issue 17) picks bf16 autocast where q
 (CUDA with bf16, a CPU with AVX512-BF16 or AMX) and overrides ``--dtype``; every implementation then runs in it.
 The optimizer is the same for all: ``--adam fused`` (default: one kernel per parameter, on CPU as on GPU, as
 ``qkv train`` does), ``foreach`` or ``loop`` (the for-loop, this script's CPU optimizer before issue 17).
-``--profile N`` ends with a ``torch.profiler`` table of N qkv eager steps (top ops by self time).
+``--profile N`` ends with a ``torch.profiler`` table of N qkv eager steps (top ops by self time), ``--breakdown N``
+with the median milliseconds of N qkv eager steps cut into forward, loss, backward and optimizer (no
+profiler overhead).
 
 Examples:
     python bench/train_throughput.py --device cpu --threads 2 --preset small --batch 48 --src-len 32 \
@@ -51,6 +53,7 @@ import argparse
 import gc
 import itertools
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -247,6 +250,7 @@ class Trainee:
     host_sync: str
     peak_bytes: int
     memory_kind: str
+    parts: tuple[nn.Module, torch.optim.Optimizer]  # the model with its loss, and its optimizer
 
 
 def prepare(name: str, compiled: bool, config: qkv.TransformerConfig, batches, args, device, dtype) -> Trainee:
@@ -284,7 +288,7 @@ def prepare(name: str, compiled: bool, config: qkv.TransformerConfig, batches, a
             host_sync = f"yes: {str(err).splitlines()[0][:60]}"
             optimizer.zero_grad(set_to_none=True)
     label = f"{name} {'compiled' if compiled else 'eager'}"
-    return Trainee(label, step, losses, warmup_s, host_sync, mem.peak_bytes, mem.kind)
+    return Trainee(label, step, losses, warmup_s, host_sync, mem.peak_bytes, mem.kind, (model, optimizer))
 
 
 def result(trainee: Trainee, timing: Timing, config: qkv.TransformerConfig, batches, peak_flops: float) -> Result:
@@ -372,6 +376,42 @@ def profile_table(config, batches, args, device, dtype, rows: int = 15) -> str:
     return title + "\n" + prof.key_averages().table(sort_by=key, row_limit=rows, max_name_column_width=48)
 
 
+def step_breakdown(config, batches, args, device, dtype) -> str:
+    """Where a qkv eager step's time goes: ``args.breakdown`` steps, each cut into forward (the model, to the
+    logits), loss (the one-pass loss, which also computes the logits' gradient), backward and optimizer
+    (Adam's step and zero_grad), the device synchronized at each cut; median milliseconds of each part."""
+    warmed = argparse.Namespace(**{**vars(args), "warmup": 1})
+    trainee = prepare("qkv", False, config, batches, warmed, device, dtype)  # built, one warm-up step
+    model, optimizer = trainee.parts
+    parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}
+
+    def cut(marks: list[float]) -> None:
+        synchronize(device)
+        marks.append(time.perf_counter())
+
+    for src, tgt_in, tgt_out in itertools.islice(itertools.cycle(batches), args.breakdown):
+        marks = [time.perf_counter()]
+        with autocast(device, dtype):
+            logits = model.model(src, tgt_in)  # (B, T, V)
+        cut(marks)
+        n = (tgt_out != PAD).sum()
+        loss_sum, _, _ = label_smoothed_cross_entropy(logits, tgt_out, model.epsilon, PAD, grad_scale=1.0 / n)
+        cut(marks)
+        (loss_sum / n).backward()
+        cut(marks)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        cut(marks)
+        for name, t0, t1 in zip(parts, marks, marks[1:]):
+            parts[name].append(t1 - t0)
+    medians = {name: statistics.median(times) for name, times in parts.items()}
+    total = sum(medians.values())
+    rows = [{"part": name, "ms": f"{1e3 * m:.1f}", "share": f"{100 * m / total:.0f} %"} for name, m in medians.items()]
+    rows.append({"part": "sum", "ms": f"{1e3 * total:.1f}", "share": "100 %"})
+    title = f"where a qkv eager step's time goes ({args.breakdown} steps, {dtype}, Adam {args.adam}, median ms):"
+    return title + "\n" + format_table(rows, ["part", "ms", "share"])
+
+
 def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
     """The options, before the per-device defaults are filled in."""
     parser = argparse.ArgumentParser(
@@ -401,6 +441,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.ArgumentParser, argpars
                         "with F.cross_entropy; shared: F.cross_entropy for every implementation")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="finally profile N qkv eager steps with torch.profiler (0: off)")
+    parser.add_argument("--breakdown", type=int, default=0, metavar="N",
+                        help="finally time N qkv eager steps cut into forward, loss, backward, optimizer (0: off)")
     parser.add_argument("--curve-steps", type=int, help="steps of the eager-vs-compiled loss curve of qkv "
                         "(default: 50 on CUDA, 10 on CPU; 0 to skip)")
     return parser, parser.parse_args(argv)
@@ -459,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         print_loss_curves(config, batches, args, device, dtype, peak)
     if args.profile > 0:
         print(profile_table(config, batches, args, device, dtype))
+    if args.breakdown > 0:
+        print(step_breakdown(config, batches, args, device, dtype))
     return 0
 
 

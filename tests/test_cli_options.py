@@ -105,6 +105,18 @@ def test_beam_is_the_one_name_and_old_spellings_still_work():
         assert parser.parse_args([*command, "--beam", "4"]).beam == 4
 
 
+def test_the_search_options_of_every_decoding_command():
+    """translate, evaluate, attention and serve all take the length penalty and the stopping rule; serve has
+    no --beam (each request picks its beam size)."""
+    parser = build_parser()
+    for command in (["translate", "--model", "m"], ["evaluate"], ["attention", "x"], ["serve"]):
+        args = parser.parse_args([*command, "--alpha", "1.4", "--early-stopping"])
+        assert (args.alpha, args.early_stopping) == (1.4, True), command
+        defaults = parser.parse_args(command)
+        assert (defaults.alpha, defaults.early_stopping) == (0.6, False), command
+    assert "beam" not in parser.parse_args(["serve"]).__dict__
+
+
 def test_threads_are_applied(capsys):
     before = torch.get_num_threads()
     try:

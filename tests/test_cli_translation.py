@@ -44,15 +44,20 @@ def test_train_translate_evaluate_resume_on_generated_data(tmp_path, capsys, mon
     assert main(["translate", "--model", str(out / "best"), "--beam", "2", "may 4 , 1999", "the 1st of june 2001"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
-    # --early-stopping reaches the search, in translate and evaluate
+    # --early-stopping (and --alpha) reach the search, in translate, evaluate and attention
     rules, decode = [], translator_module.decode_corpus
-    monkeypatch.setattr(translator_module, "decode_corpus",
-                        lambda *a, **kw: rules.append(kw["early_stopping"]) or decode(*a, **kw))  # fmt: skip
+    def recording(*a, **kw):
+        rules.append((kw["early_stopping"], kw["alpha"]))
+        return decode(*a, **kw)
+
+    monkeypatch.setattr(translator_module, "decode_corpus", recording)
     assert main(["translate", "--model", str(out / "best"), "--beam", "2", "--early-stopping", "may 4 , 1999"]) == 0
     assert main(["evaluate", "--model", str(out / "best"), "--data", str(data), "--src", "words", "--tgt", "iso",
                  "--beam", "2", "--early-stopping"]) == 0  # fmt: skip
     assert main(["translate", "--model", str(out / "best"), "--beam", "2", "may 4 , 1999"]) == 0
-    assert rules == [True, True, False]
+    assert main(["attention", "may 4 , 1999", "--model", str(out / "best"), "--beam", "2", "--alpha", "1.4",
+                 "--early-stopping", "--out", str(tmp_path / "maps"), "--formats", "svg"]) == 0  # fmt: skip
+    assert rules == [(True, 0.6), (True, 0.6), (False, 0.6), (True, 1.4)]
     monkeypatch.undo()
     capsys.readouterr()
 

@@ -125,7 +125,7 @@ class SlowFake:
         self.guard = threading.Lock()
         self.entered = threading.Event()
 
-    def attention(self, source, target=None, beam_size=5):
+    def attention(self, source, target=None, beam_size=5, alpha=0.6):
         with self.guard:
             self.inside += 1
             self.most = max(self.most, self.inside)
@@ -145,9 +145,25 @@ def test_the_model_runs_one_request_at_a_time():
     assert fake.most == 1
 
 
+def test_the_served_search_uses_the_apps_length_penalty():
+    """``qkv serve --alpha`` reaches every request's search, with the request's beam size; the answer says both."""
+    calls = []
+
+    class Recording:
+        def attention(self, source, target=None, beam_size=5, alpha=0.6):
+            calls.append((beam_size, alpha))
+            w = torch.full((1, 1, 2, 2), 0.5)
+            return AttentionView(["a", "b"], ["<s>", "c"], AttentionMaps([w], [w], [w]), "c")
+
+    data = AttentionApp(Recording(), alpha=1.4).translate(b'{"sentence": "a b", "beam_size": 3}')
+    assert calls == [(3, 1.4)] and (data["beam_size"], data["alpha"]) == (3, 1.4)
+    AttentionApp(Recording()).translate(b'{"sentence": "a b"}')
+    assert calls[-1] == (1, 0.6)
+
+
 def test_model_errors_become_400():
     class TooLong:
-        def attention(self, source, target=None, beam_size=5):
+        def attention(self, source, target=None, beam_size=5, alpha=0.6):
             raise ValueError("sentence 1 has 300 subwords; this model accepts at most 100")
 
     app = AttentionApp(TooLong())

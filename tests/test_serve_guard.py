@@ -26,7 +26,7 @@ from qkv.viz.serve import AttentionApp, Limits, make_server
 class Fast:
     """A stand-in model that answers in a few milliseconds: these tests are about the server, not the model."""
 
-    def attention(self, source, target=None, beam_size=5):
+    def attention(self, source, target=None, beam_size=5, alpha=0.6):
         time.sleep(0.002)
         w = torch.full((1, 1, 2, 2), 0.5)
         return AttentionView(["a", "b"], ["<s>", "c"], AttentionMaps([w], [w], [w]), "c")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from qkv.cli import CliError
 from qkv.cli._models import describe, load_translator, open_model
-from qkv.cli.options import add_device_options, add_hidden_alias, non_negative_int, positive_int
+from qkv.cli.options import add_device_options, add_hidden_alias, add_search_options, non_negative_int, positive_int
 
 EXAMPLES = """\
 examples:
@@ -36,7 +36,7 @@ def register(sub) -> None:
         "--target", help="target sentence fed to the decoder (default: the model's own translation)"
     )
     p.add_argument("--out", default="attention", help="output folder")
-    p.add_argument("--beam", type=positive_int, default=5, help="beam size for the translation (1 = greedy)")
+    add_search_options(p)  # --beam, --alpha, --early-stopping: the search of the translation shown
     add_hidden_alias(p, "--beam-size", dest="beam", type=positive_int)
     p.add_argument(
         "--layer",
@@ -70,7 +70,8 @@ def run(args) -> int:
         translator, description, untrained = loaded, describe(args.model, loaded.model), False
     else:
         translator, description, untrained = load_translator(None)
-    view = translator.attention(args.source, args.target, beam_size=args.beam)
+    translator.early_stopping = args.early_stopping
+    view = translator.attention(args.source, args.target, beam_size=args.beam, alpha=args.alpha)
     kinds = transformer_kinds(view.maps, view.src_tokens, view.tgt_tokens)
     n_layers = len(view.maps.cross)
     if n_layers and not 0 <= args.layer <= n_layers:

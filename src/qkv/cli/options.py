@@ -126,9 +126,11 @@ def add_threads_option(p) -> None:
     p.add_argument("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
 
 
-def add_search_options(p) -> None:
-    """``--beam``, ``--alpha`` and ``--early-stopping``: the search of ``qkv translate`` and ``qkv evaluate``."""
-    p.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 = greedy")
+def add_search_options(p, beam: bool = True) -> None:
+    """``--beam``, ``--alpha`` and ``--early-stopping``: the search of ``qkv translate`` and ``qkv evaluate``;
+    ``qkv serve`` takes them without ``--beam`` (each request picks its beam size)."""
+    if beam:
+        p.add_argument("--beam", type=positive_int, default=5, help="beam size; 1 = greedy")
     p.add_argument("--alpha", type=finite_float, default=0.6, help="length penalty α")
     p.add_argument("--early-stopping", action="store_true",
                    help="beam search ends a sentence once it holds --beam finished hypotheses (Hugging Face's "

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from qkv.cli import CliError
 from qkv.cli._common import add_precision_option, print_precision
-from qkv.cli.options import add_device_options
+from qkv.cli.options import add_device_options, add_search_options
 
 EXAMPLES = """\
 examples:
   qkv serve --model runs/de-en/best            # then open http://127.0.0.1:8000/
+  qkv serve --model runs/de-en/averaged --alpha 1.4 --early-stopping
   qkv serve --port 0                           # an untrained demo model on a free port
   qkv serve --model runs/de-en/best --host 0.0.0.0 --allow-host mybox.local
 """
@@ -27,6 +28,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (0 picks a free one)")
     add_device_options(p, default="cpu")
     add_precision_option(p, what="decoding")
+    add_search_options(p, beam=False)
     p.add_argument(
         "--allow-host",
         action="append",
@@ -55,8 +57,9 @@ def run(args) -> int:
     translator, description, untrained = load_translator(args.model, args.device, args.precision)
     if not untrained:
         print_precision(args.precision, translator.device)
+    translator.early_stopping = args.early_stopping
     limits = Limits(max_connections=args.max_connections)
-    app = AttentionApp(translator, description, untrained=untrained, limits=limits)
+    app = AttentionApp(translator, description, untrained=untrained, limits=limits, alpha=args.alpha)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")  # one line per request
     try:
         server = make_server(app, args.host, args.port, args.allow_host)

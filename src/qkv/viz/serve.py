@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class AttentionSource(Protocol):
     """What the app needs from a model: :meth:`qkv.tasks.translation.translator.Translator.attention`."""
 
-    def attention(self, source: str, target: str | None = None, beam_size: int = 5): ...
+    def attention(self, source: str, target: str | None = None, beam_size: int = 5, alpha: float = 0.6): ...
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,12 @@ class AttentionApp:
     """The app without the HTTP: validates a request, runs the model under a lock, returns JSON-ready data.
 
     Args:
-        translator: anything with ``attention(source, target=None, beam_size=…) -> AttentionView``
+        translator: anything with ``attention(source, target=None, beam_size=…, alpha=…) -> AttentionView``
             (a :class:`qkv.tasks.translation.translator.Translator`).
         description: one line about the model, shown in the page.
         untrained: say in the page that the model is an untrained demo (its output is noise).
         limits: request bounds.
+        alpha: the beam search's length penalty α (§6.1; ``qkv serve --alpha``), the same for every request.
     """
 
     def __init__(
@@ -82,8 +83,10 @@ class AttentionApp:
         description: str = "",
         untrained: bool = False,
         limits: Limits = Limits(),
+        alpha: float = 0.6,
     ) -> None:
         self.translator = translator
+        self.alpha = alpha
         self.description = description
         self.untrained = untrained
         self.limits = limits
@@ -144,7 +147,7 @@ class AttentionApp:
         sentence, beam = self.parse(body)
         try:
             with self._lock:  # one request at a time in the model
-                view = self.translator.attention(sentence, beam_size=beam)
+                view = self.translator.attention(sentence, beam_size=beam, alpha=self.alpha)
                 walk = self._walk(sentence, view)
         except ValueError as err:  # e.g. too many subwords for the model's positions
             raise RequestError(400, str(err)) from None
@@ -154,7 +157,9 @@ class AttentionApp:
             kinds, title="Attention", subtitle=f"{sentence}  →  {view.translation}", walk=walk,
             lessons=self._lessons(d_model),
         )
-        data.update(source=sentence, translation=view.translation, beam_size=beam, untrained=self.untrained)
+        data.update(
+            source=sentence, translation=view.translation, beam_size=beam, alpha=self.alpha, untrained=self.untrained
+        )
         return data
 
     def _lessons(self, d_model: int) -> dict:

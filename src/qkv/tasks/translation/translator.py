@@ -225,11 +225,14 @@ class Translator:
         return self._low[1]
 
     @torch.inference_mode()
-    def attention(self, source: str, target: str | None = None, beam_size: int = 5) -> AttentionView:
-        """All attention maps for ``source`` and ``target`` (default: the model's own translation)."""
+    def attention(
+        self, source: str, target: str | None = None, beam_size: int = 5, alpha: float = 0.6
+    ) -> AttentionView:
+        """All attention maps for ``source`` and ``target`` (default: the model's own translation, searched with
+        ``beam_size`` and length penalty ``alpha``)."""
         translation = None
         if target is None:
-            target = translation = self.translate(source, beam_size=beam_size)
+            target = translation = self.translate(source, beam_size=beam_size, alpha=alpha)
         batch = collate([(self.encode_sources([source])[0], self.tgt_tokenizer.encode(target))]).to(self.device)
         _, maps = self.model(batch.src, batch.tgt_in, return_attention=True)  # (1, S), (1, T) in
         src_tokens = [*self.src_tokenizer.tokens(source), "</s>"]
