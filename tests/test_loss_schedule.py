@@ -116,7 +116,7 @@ def test_gradient_equals_torch_in_every_chunking(dtype, chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("announced, applied", [(0.25, 0.25), (0.25, 0.5), (0.25, -1.0)])
+@pytest.mark.parametrize("announced, applied", [(0.25, 0.25), (0.25, 0.5), (0.25, -1.0), (0.0, 0.0)])
 def test_announced_grad_scale_changes_no_gradient(dtype, announced, applied):
     """``grad_scale`` stores the gradient pre-multiplied so that a matching backward skips a pass over (N, V);
     whatever factor the backward pass then brings (the announced one or another), the gradient is autograd's

@@ -40,9 +40,10 @@ def label_smoothed_cross_entropy(
         ignore_index: the padding id.
         grad_scale: the factor the caller will multiply ``loss_sum`` by before ``backward()`` (``1 / N`` for
             the per-token mean, ``world_size / global_tokens`` in :class:`qkv.train.Trainer`). Only a speed
-            hint, never a change of result: the gradient is stored already multiplied by it, so the backward
-            pass of ``loss_sum * grad_scale`` skips a pass over the ``(N, V)`` gradient (on a CPU; any other
-            factor is still applied exactly).
+            hint, never a change of result: on a CPU the gradient is stored already multiplied by it, so the
+            backward pass of ``loss_sum * grad_scale`` skips a pass over the ``(N, V)`` gradient; any other
+            factor is still applied exactly. Ignored elsewhere (a GPU multiplies at no cost worth saving),
+            under ``torch.compile`` and when it is 0 or not finite.
 
     Returns:
         ``(loss_sum, nll_sum, n_tokens)``: the smoothed loss and the plain negative log-likelihood, both
@@ -68,8 +69,10 @@ def label_smoothed_cross_entropy(
     keep = flat_target != ignore_index  # (N_all,): the non-pad positions
     want_grad = torch.is_grad_enabled() and logits.requires_grad
     scale = None
-    if want_grad and grad_scale is not None:
+    if want_grad and grad_scale is not None and logits.device.type == "cpu" and not torch.compiler.is_compiling():
         scale = torch.as_tensor(grad_scale, dtype=torch.float32, device=logits.device)  # 0-dim
+        if not bool(torch.isfinite(scale) & (scale != 0)):
+            scale = None  # (p − ε/V)·0 or ·inf could not be undone exactly: the plain path
     loss_sum, nll_sum = _SmoothedCrossEntropy.apply(flat_logits, flat_target, keep, epsilon, want_grad, scale)
     return loss_sum, nll_sum, keep.sum()
 
@@ -92,8 +95,8 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
 
     so the gradient is computed in the forward pass from the same chunk (no fp32 log-probabilities of the
     whole batch are kept for the backward pass) and stored in the logits' dtype, times ``scale`` if given;
-    backward multiplies it by ``grad_loss / scale`` in place, or, on a CPU when that is exactly 1 (the
-    caller's announced scale), returns it as it is: a multiplication over (N, V) was 3 % of a step.
+    backward multiplies it by ``grad_loss / scale`` in place, or, when that is exactly 1 (the caller's
+    announced scale; CPU only), returns it as it is: a multiplication over (N, V) was 3 % of a step.
     Per chunk, which stays in cache: a float32 copy, PyTorch's fused log_softmax, the mean, exp in place and
     one subtraction that writes the gradient. The unfused computation — a float32 copy, log_softmax, gather,
     mean and their backward passes, each over the full (N, V) tensor — was about a fifth of a bf16 CPU
@@ -145,8 +148,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         ctx.used = True
         (grad,) = ctx.saved_tensors
         factor = grad_loss if ctx.scale is None else grad_loss / ctx.scale
-        announced = ctx.scale is not None and grad.device.type == "cpu" and not torch.compiler.is_compiling()
-        if announced and bool(factor == 1.0):
+        if ctx.scale is not None and not torch.compiler.is_compiling() and bool(factor == 1.0):
             return grad, None, None, None, None, None  # already what the caller's scale asks for
         return grad.mul_(factor.to(grad.dtype)), None, None, None, None, None
 
