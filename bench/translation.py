@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The small preset on 2 CPU cores (issue 3): the paper's Adam, label smoothing and post-LN, a shorter warm-up.
 CPU_RECIPE = [
-    "--preset", "small", "--set", "dropout=0.1", "--vocab-size", "8000", "--max-tokens", "3072",
+    "--preset", "small", "--vocab-size", "8000", "--max-tokens", "3072",
     "--lr-schedule", "inverse_sqrt", "--lr", "1e-3", "--warmup", "500", "--no-bleu", "--save-every", "150",
     "--log-every", "50",
 ]
@@ -40,7 +40,11 @@ CPU_RECIPE = [
 # on val (α 0.6 -> 1.4: 31.96 -> 33.34 BLEU on Multi30k val with a 1,100-step De→En checkpoint of CPU_RECIPE;
 # α = 0.6 left the output too short, brevity penalty 0.91). Test was not looked at to choose it. Session 8: the
 # flagged init="normal" (N(0, 0.02), the Marian / BERT choice): validation loss 3.43 vs 3.76 after 656 steps.
-CPU_FAST = ["--precision", "auto", "--test-alpha", "1.4", "--set", "init=normal"]
+# Session 16: dropout 0.3 (the paper's P_drop for its big model; the small preset's 0.1 overfits the 29,000
+# pairs after ~11 epochs once a CPU runs 3,000+ steps in 30 minutes): val BLEU, averaged checkpoint, α 1.4,
+# De→En 39.41 (0.1) -> 40.00 (0.2) -> 41.02 (0.3), En→De 36.53 (0.1) -> 38.68 (0.3); one run each, test not
+# looked at to choose.
+CPU_FAST = ["--set", "dropout=0.3", "--precision", "auto", "--test-alpha", "1.4", "--set", "init=normal"]
 
 # name -> (src, tgt, minutes, qkv train arguments, bars {metric: minimum})
 SETTINGS: dict[str, tuple[str, str, float, list[str], dict[str, float]]] = {
@@ -68,7 +72,9 @@ SETTINGS: dict[str, tuple[str, str, float, list[str], dict[str, float]]] = {
         for arch in ("rnn", "rnn-attention")
     },
 }
-SETTINGS["transformer"] = ("de", "en", 8, [*CPU_RECIPE, "--average-last", "1"], {})  # issue 5's fp32 table
+SETTINGS["transformer"] = (  # issue 5's fp32 table: 8 minutes do not overfit, the small preset's dropout 0.1
+    "de", "en", 8, [*CPU_RECIPE, "--set", "dropout=0.1", "--average-last", "1"], {}
+)
 
 
 def run_setting(name: str, args: argparse.Namespace) -> dict | None:
