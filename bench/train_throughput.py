@@ -182,7 +182,10 @@ class WithLoss(nn.Module):
         self.own_loss = own_loss
 
     def forward(self, src: Tensor, tgt_in: Tensor, tgt_out: Tensor) -> Tensor:
-        logits = self.model(src, tgt_in)  # (B, T, V)
+        return self.loss(self.model(src, tgt_in), tgt_out)  # logits (B, T, V)
+
+    def loss(self, logits: Tensor, tgt_out: Tensor) -> Tensor:
+        """The mean loss per target token of ``logits`` ``(B, T, V)`` against ``tgt_out`` ``(B, T)``."""
         if self.own_loss:
             n = (tgt_out != PAD).sum()  # known before the loss: its gradient comes already divided by it
             loss_sum, _, _ = label_smoothed_cross_entropy(logits, tgt_out, self.epsilon, PAD, grad_scale=1.0 / n)
@@ -250,7 +253,8 @@ class Trainee:
     host_sync: str
     peak_bytes: int
     memory_kind: str
-    parts: tuple[nn.Module, torch.optim.Optimizer]  # the model with its loss, and its optimizer
+    model: WithLoss
+    optimizer: torch.optim.Optimizer
 
 
 def prepare(name: str, compiled: bool, config: qkv.TransformerConfig, batches, args, device, dtype) -> Trainee:
@@ -288,7 +292,7 @@ def prepare(name: str, compiled: bool, config: qkv.TransformerConfig, batches, a
             host_sync = f"yes: {str(err).splitlines()[0][:60]}"
             optimizer.zero_grad(set_to_none=True)
     label = f"{name} {'compiled' if compiled else 'eager'}"
-    return Trainee(label, step, losses, warmup_s, host_sync, mem.peak_bytes, mem.kind, (model, optimizer))
+    return Trainee(label, step, losses, warmup_s, host_sync, mem.peak_bytes, mem.kind, model, optimizer)
 
 
 def result(trainee: Trainee, timing: Timing, config: qkv.TransformerConfig, batches, peak_flops: float) -> Result:
@@ -360,13 +364,17 @@ def loss_curves(config, batches, args, device, dtype, peak_flops) -> tuple[list[
     return eager.losses, compiled.losses
 
 
+def warmed_qkv(config, batches, args, device, dtype) -> Trainee:
+    """qkv eager, built and past one warm-up step: what ``--profile`` and ``--breakdown`` look inside."""
+    return prepare("qkv", False, config, batches, argparse.Namespace(**{**vars(args), "warmup": 1}), device, dtype)
+
+
 def profile_table(config, batches, args, device, dtype, rows: int = 15) -> str:
     """The ``torch.profiler`` table (top ``rows`` ops by self time) of ``args.profile`` qkv eager steps."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    warmed = argparse.Namespace(**{**vars(args), "warmup": 1})
-    trainee = prepare("qkv", False, config, batches, warmed, device, dtype)  # built, one warm-up step
+    trainee = warmed_qkv(config, batches, args, device, dtype)
     with profile(activities=activities) as prof:
         for _ in range(args.profile):
             trainee.step()
@@ -380,9 +388,8 @@ def step_breakdown(config, batches, args, device, dtype) -> str:
     """Where a qkv eager step's time goes: ``args.breakdown`` steps, each cut into forward (the model, to the
     logits), loss (the one-pass loss, which also computes the logits' gradient), backward and optimizer
     (Adam's step and zero_grad), the device synchronized at each cut; median milliseconds of each part."""
-    warmed = argparse.Namespace(**{**vars(args), "warmup": 1})
-    trainee = prepare("qkv", False, config, batches, warmed, device, dtype)  # built, one warm-up step
-    model, optimizer = trainee.parts
+    trainee = warmed_qkv(config, batches, args, device, dtype)
+    model, optimizer = trainee.model, trainee.optimizer
     parts: dict[str, list[float]] = {"forward": [], "loss": [], "backward": [], "optimizer": []}
 
     def cut(marks: list[float]) -> None:
@@ -394,10 +401,9 @@ def step_breakdown(config, batches, args, device, dtype) -> str:
         with autocast(device, dtype):
             logits = model.model(src, tgt_in)  # (B, T, V)
         cut(marks)
-        n = (tgt_out != PAD).sum()
-        loss_sum, _, _ = label_smoothed_cross_entropy(logits, tgt_out, model.epsilon, PAD, grad_scale=1.0 / n)
+        loss = model.loss(logits, tgt_out)
         cut(marks)
-        (loss_sum / n).backward()
+        loss.backward()
         cut(marks)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
