@@ -35,8 +35,8 @@ layers dynamically quantized to int8; ``auto``: bf16 where the device has it fas
 ``qkv int8 …``; ``= qkv`` then counts the outputs identical to qkv's fp32 ones, and the summary compares every
 qkv row with CTranslate2 float32 and int8. The timed runs go round-robin (one run of each decoder per round,
 ``--n`` rounds, the median reported), so that a change of load on a shared machine hits all decoders alike.
-The process keeps freed memory as the ``qkv`` command does (:func:`qkv.train.memory.keep_freed_memory`; since
-session 10, for every engine in the run):
+The process keeps freed memory and caches more oneDNN kernels as the ``qkv`` command does
+(:func:`qkv.train.process.set_up_process`; since session 10 / 17, for every engine in the run):
 
     python bench/decode.py --checkpoint runs/bench-cpu-de-en/averaged --threads 2 --batch 64 --n 3 \
         --cache-only --engines ct2,ct2-int8 --no-hf --precision fp32,bf16,int8
@@ -67,7 +67,7 @@ from _common import Timing, add_device_options, benchmark, compare, setup_device
 from qkv import Transformer, TransformerConfig
 from qkv.decode import BOS, EOS, PAD, beam_search, greedy_search, max_output_lengths, strip_specials
 from qkv.decode.quantize import decoding_copy
-from qkv.train.memory import keep_freed_memory
+from qkv.train.process import set_up_process
 
 ENGINES = ("hf", "ct2", "ct2-int8", "onnx")
 #: how each engine's rows begin
@@ -348,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     argv = [a for a in argv if a != "--isolate"]  # what --isolate's children are run with
     device, _ = setup_device(args)
-    keep_freed_memory()  # as the qkv command line does (qkv translate / serve); for every engine alike
+    set_up_process()  # as the qkv command line does (qkv translate / serve); for every engine alike
     model, batches, what, bleu = (checkpoint_setup if args.checkpoint else random_setup)(args, device)
     config = model.config
     n_sentences = sum(len(src) for src in batches)

@@ -53,8 +53,8 @@ from qkv.data.tokenizer import TokenizerPair
 from qkv.scoring import score
 from qkv.tasks.translation import Translator, build_translation_model, prepare_data, write_averaged_checkpoint
 from qkv.train.checkpoint import periodic_checkpoints, read_config
-from qkv.train.memory import keep_freed_memory
 from qkv.train.precision import resolve_precision
+from qkv.train.process import set_up_process
 from translation import SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    keep_freed_memory()  # what `qkv train` does, for both sides (the HF side may run alone: --only hf)
+    set_up_process()  # what `qkv train` does, for both sides (the HF side may run alone: --only hf)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {}

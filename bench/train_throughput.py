@@ -27,9 +27,9 @@ on CPU, an 8192² / 1024² matmul), not the datasheet peak. Model FLOPs = 3 × f
 output layer; the same count for every implementation. Sequences are full length (no padding), so every
 target position is a token.
 
-Memory: the process keeps freed blocks (:func:`qkv.train.memory.keep_freed_memory`, as the ``qkv`` command
-line does), for every implementation alike: their fp32 logits are ≥ 32 MB, which glibc would otherwise
-return to the kernel and page-fault in again every step.
+Memory: the process keeps freed blocks and caches more oneDNN kernels (:func:`qkv.train.process.set_up_process`,
+as the ``qkv`` command line does), for every implementation alike: their fp32 logits are ≥ 32 MB, which glibc
+would otherwise return to the kernel and page-fault in again every step.
 
 Precision: ``--precision auto|fp32|bf16`` (issue 17) picks bf16 autocast where qkv's ``--precision auto`` would
 (CUDA with bf16, a CPU with AVX512-BF16 or AMX) and overrides ``--dtype``; every implementation then runs in it.
@@ -83,8 +83,8 @@ from _common import (
 from qkv.decode import BOS, EOS, PAD
 from qkv.nn.positional import sinusoidal_table
 from qkv.train.loss import label_smoothed_cross_entropy
-from qkv.train.memory import keep_freed_memory
 from qkv.train.precision import PRECISIONS, describe_precision, resolve_precision
+from qkv.train.process import set_up_process
 
 IMPLEMENTATIONS = ("qkv", "torch", "marian", "marian-eager")
 ADAM = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}
@@ -459,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.precision is not None:
         args.dtype = resolve_precision(args.precision, pick_device(args.device))
     device, dtype = setup_device(args)
-    keep_freed_memory()  # as `qkv train` does; for every implementation alike (their fp32 logits are ≥ 32 MB)
+    set_up_process()  # as `qkv train` does; for every implementation alike (their fp32 logits are ≥ 32 MB)
     gpu = device.type == "cuda"
     args.preset = args.preset or ("base" if gpu else "tiny")
     args.batch = args.batch or (256 if gpu else 16)

@@ -71,9 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from qkv.train.memory import keep_freed_memory
+    from qkv.train.process import set_up_process
 
-    keep_freed_memory()  # large blocks stay in the process: no page faults for each step's logits (issue 17)
+    # before any work: large freed blocks stay in the process (no page faults for each step's logits) and
+    # oneDNN keeps the kernels of every batch shape of an epoch (issue 17)
+    set_up_process()
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, where it is caught, not at exit
