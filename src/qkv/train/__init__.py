@@ -19,6 +19,7 @@ from qkv.train.checkpoint import (
 from qkv.train.config import TrainConfig
 from qkv.train.evaluation import evaluate
 from qkv.train.loss import label_smoothed_cross_entropy, perplexity
+from qkv.train.process import set_up_process
 from qkv.train.result import TrainingDiverged, TrainResult
 from qkv.train.schedule import ConstantSchedule, InverseSqrtSchedule, NoamSchedule, build_scheduler
 from qkv.train.trainer import train
@@ -42,5 +43,6 @@ __all__ = [
     "periodic_checkpoints",
     "perplexity",
     "save_checkpoint",
+    "set_up_process",
     "train",
 ]
