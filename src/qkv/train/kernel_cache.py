@@ -12,8 +12,8 @@ tokens/s instead of 5,770 (1.36×, one run each, same process layout; issue 17).
 
 oneDNN reads the variable once, when it builds its first kernel, so :func:`cache_more_kernels` must run
 before the process's first bf16 matrix product (the ``qkv`` command calls it first thing). A value the
-environment already sets stands. The cost is memory for the compiled kernels (about 1 GB more peak resident
-memory in a 30-minute ``qkv train`` run, see docs/performance.md).
+environment already sets stands. The cost is memory for the compiled kernels (a 30-minute ``qkv train`` run
+of the recipe peaked at 4.7–5.0 GB resident, docs/performance.md "Session 17").
 """
 
 from __future__ import annotations
