@@ -283,7 +283,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hf-precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="the peer's precision (auto: a short probe picks the faster, bf16 only on native-bf16 CPUs)")
     p.add_argument("--qkv-precision", choices=["auto", "fp32", "bf16"], default=None,
-                   help="qkv train --precision (default: the recipe's, fp32; auto = bf16 on native-bf16 CPUs)")
+                   help="qkv train --precision (default: the recipe's, auto = bf16 on native-bf16 CPUs)")
     p.add_argument("--qkv-save-every", type=int, default=50,
                    help="qkv saves (and logs) every N steps: its validation points are these checkpoints")
     p.add_argument("--tiny", action="store_true", help="tiny model and vocabulary (tests)")

@@ -161,6 +161,24 @@ def test_residual_dropout_only_in_train_mode():
     torch.testing.assert_close(layer(x)[0], layer(x)[0], atol=0, rtol=0)
 
 
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_residual_in_training_is_the_paper_formula(norm):
+    """In training the residual computes LayerNorm(x + Dropout(Sublayer(x))) (post) or
+    x + Dropout(Sublayer(LayerNorm(x))) (pre) with the very mask ``Dropout`` draws under the same seed."""
+    residual = Residual(D, 0.3, norm=norm, eps=1e-5).train()
+    nn.init.normal_(residual.norm.weight)
+    lin = nn.Linear(D, D)
+    x = torch.randn(3, 6, D)
+    torch.manual_seed(9)
+    got, _ = residual(x, lambda h: (lin(h), None))
+    torch.manual_seed(9)
+    if norm == "post":
+        want = residual.norm(x + residual.dropout(lin(x)))
+    else:
+        want = x + residual.dropout(lin(residual.norm(x)))
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
 def test_gelu_option_differs_from_relu_and_bad_options_are_refused():
     torch.manual_seed(0)
     relu = EncoderLayer(D, H, F, dropout=0.0).eval()
