@@ -71,6 +71,15 @@ def test_a_folder_with_other_files_is_refused_too(corpus, tmp_path, capsys):
     assert "is not empty (data.csv)" in capsys.readouterr().err
 
 
+def test_averaging_more_checkpoints_than_are_kept_is_refused_before_training(corpus, tmp_path, capsys):
+    """--average-last 8 with the default 5 kept checkpoints would average 5: one line, no run left behind."""
+    out = tmp_path / "run"
+    assert main(train_argv(corpus, out, "--max-steps", "1", "--average-last", "8")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--average-last 8" in err and "--keep-checkpoints 8" in err, err
+    assert not (out / "options.json").exists() and not (out / "last").exists()
+
+
 def test_a_second_run_on_the_same_folder_stops_at_once_naming_the_first(corpus, tmp_path, capsys):
     out = tmp_path / "run"
     with RunLock(out):

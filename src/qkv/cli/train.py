@@ -101,7 +101,7 @@ def register(sub) -> None:
     o.add_argument("--overwrite", action="store_true", help="delete what OUT holds and start afresh")
     o.add_argument("--no-bleu", action="store_true", help="select the best checkpoint by loss, skip val BLEU")
     o.add_argument("--average-last", type=positive_int, default=5,
-                   help="average the last k checkpoints (§6.1; 1 = no averaging)")
+                   help="average the last k checkpoints (§6.1; 1 = no averaging; k > 5 needs --keep-checkpoints k)")
     o.add_argument("--test-beam", type=positive_int, default=5, help="beam size for the final test evaluation")
     o.add_argument("--test-alpha", type=finite_float, default=0.6,
                    help="length penalty α of the final test evaluation (§6.1's 0.6; tune it on val with qkv evaluate)")
@@ -195,6 +195,9 @@ def _train(args, device, tokenizers, out: Path, is_main: bool, runlog: RunLog) -
         config = train_config_from_args(args, **schedule_for(args))
         seed_everything(config.seed)  # the initial weights follow --seed
         model = build_translation_model(args.arch, args.preset, data.tokenizers, parse_overrides(args.overrides))
+    if args.average_last > config.keep_checkpoints:  # else averaged/ would silently hold fewer
+        raise ValueError(f"--average-last {args.average_last} needs as many kept checkpoints, but the run keeps "
+                         f"{config.keep_checkpoints}: add --keep-checkpoints {args.average_last}")
     check_lengths(data, getattr(model.config, "max_len", None), skip_invalid=args.skip_invalid)
     if is_main:
         log.info(
