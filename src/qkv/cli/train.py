@@ -101,7 +101,7 @@ def register(sub) -> None:
     o.add_argument("--overwrite", action="store_true", help="delete what OUT holds and start afresh")
     o.add_argument("--no-bleu", action="store_true", help="select the best checkpoint by loss, skip val BLEU")
     o.add_argument("--average-last", type=positive_int, default=5,
-                   help="average the last k checkpoints (§6.1; 1 = no averaging; k > 5 needs --keep-checkpoints k)")
+                   help="average the last k checkpoints (§6.1; 1 = no averaging; needs --keep-checkpoints >= k)")
     o.add_argument("--test-beam", type=positive_int, default=5, help="beam size for the final test evaluation")
     o.add_argument("--test-alpha", type=finite_float, default=0.6,
                    help="length penalty α of the final test evaluation (§6.1's 0.6; tune it on val with qkv evaluate)")
