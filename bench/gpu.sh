@@ -11,11 +11,12 @@
 # Steps, each under its own `timeout` (a failing or slow step is recorded with its error tail; the next runs):
 #   0   versions: torch, CUDA, cuDNN, GPU, packages (+ nvidia-smi)
 #   1a  bench/train_throughput.py, base preset, 256 x 32 x 32, vocab 10k, bf16, fused Adam: qkv, nn.Transformer,
-#       Marian side by side, eager (--no-compile)
-#   1b-1d  the same, one implementation each, eager + torch.compile (--compile-mode, default "default":
-#       max-autotune's matmul search does not fit the budget); one process each so that one slow compile
-#       cannot take the others' rows with it. The report merges 1a's eager rows and 1b-1d's compiled rows.
-#   2   bench/attention.py: qkv fused vs raw SDPA (and the explicit path), bf16, Dh 64/128, T 512..8192
+#       Marian, eager (--no-compile); run only when compiling is off (QKV_GPU_COMPILE=0), since on CUDA the
+#       implementations run one after the other anyway and 1b-1d measure each eager row too
+#   1b-1d  one implementation each, eager + torch.compile (--compile-mode, default "default": max-autotune's
+#       matmul search does not fit the budget); one process each so that one slow compile cannot take the
+#       others' rows with it. The report merges their rows (and 1a's eager rows when 1a ran).
+#   2   bench/attention.py: qkv fused vs raw SDPA (and the explicit path), bf16, Dh 64/128, T 1024/4096/8192
 #   3   bench/decode.py: qkv greedy / beam 5 vs HF generate() on the same weights (random base model, KV cache)
 #   4   qkv train De->En on Multi30k: gpu-de-en's recipe (bench/translation.py) for $QKV_GPU_TRAIN_MINUTES
 #       (default 0.75) minutes, eager (compiling would take most of them), warm-up 300 (untuned), best by
@@ -24,21 +25,23 @@
 #       CPU, cut to 5 lengths x 2 draws)
 #
 # Budget (seconds, on one H200). Each number is the step's timeout, with the start-up of Python, torch, CUDA
-# and transformers and the compile warm-ups inside it; "expected" is an estimate (it has not run on a GPU yet):
-#   step                                        timeout   expected
-#   0   versions (python, nvidia-smi)                 20        5
-#   1a  throughput, eager, all three                  40       25   (3 x 24 steps + start-up + matmul rate)
-#   1b  throughput, qkv eager + compiled              85       60   (fwd+bwd compile of base ~40 s)
-#   1c  throughput, nn.Transformer                    70       50
-#   1d  throughput, Marian                            75       55
-#   2   attention vs SDPA (40 cases)                  25       15
-#   3   decode vs HF generate()                       35       25   (4 searches x 3 runs, 80 tokens each)
-#   4   train De->En 0.75 min + test BLEU             90       70   (start-up + BPE 15, training 45, test 2 x 5;
-#                                                                     timeout = 60 x minutes + 45)
-#   5   complexity on the GPU                         35       25
-#   total                                            475      330   <= 480 s = 8 minutes (the rest: report writing)
-# A global guard ($QKV_GPU_TOTAL, default 475 s) also cuts a step's timeout to what is left of the total, so a
-# changed step cannot push the whole past it: the last steps are then cut or skipped, and say so.
+# and transformers and the compile warm-ups inside it; "seen" is the wall time of the first run on an H200
+# (session 21, torch 2.11; docs/performance.md), where the first timeouts (the estimates before it) cut
+# 1a-1c and 2 short:
+#   step                                        timeout   seen
+#   0   versions (python, nvidia-smi)                 20        8
+#   1a  throughput, eager, all three (compile off)    60      >40   (3 x 23 steps + start-up + matmul rate)
+#   1b  throughput, qkv eager + compiled             150      >85   (qkv's fwd+bwd compile)
+#   1c  throughput, nn.Transformer                    90      >70   (its compile: 50 s)
+#   1d  throughput, Marian                            85       64   (its compile: 37 s)
+#   2   attention vs SDPA (24 cases)                  70      ~50   (40 cases needed ~75 s)
+#   3   decode vs HF generate()                       35       23
+#   4   train De->En 0.75 min + test BLEU             95        -   (start-up + BPE 15, training 45, test 2 x 5;
+#                                                                     timeout = 60 x minutes + 50)
+#   5   complexity on the GPU                         40       30
+#   total                                            480           = 8 minutes: the guard below, not the sum
+# A global guard ($QKV_GPU_TOTAL, default 480 s) cuts a step's timeout to what is left of the total, so the
+# script ends inside 8 minutes whatever a step does: the last steps are then cut or skipped, and say so.
 #
 # Environment (all optional):
 #   QKV_DATA             data root holding multi30k/ (or the multi30k folder itself), the only place looked at
@@ -50,7 +53,7 @@
 #   QKV_GPU_COMPILE_MODE torch.compile mode for 1b-1d (default "default")
 #   QKV_GPU_CURVE_STEPS  qkv's eager-vs-compiled loss curve in 1b (default 0: it costs a second compile)
 #   QKV_GPU_TRAIN_MINUTES  training minutes of step 4 (default 0.75; its timeout follows)
-#   QKV_GPU_TOTAL        the global budget in seconds (default 475)
+#   QKV_GPU_TOTAL        the global budget in seconds (default 480)
 #   QKV_GPU_STEPS        only these steps, comma-separated (e.g. "1b,4"; "1" = 1a-1d); default: all
 #   QKV_PYTHON           the interpreter (default python3: on the GPU machine, the one that holds torch)
 #
@@ -72,9 +75,9 @@ else DEVICE=${QKV_GPU_DEVICE:-cuda}; COMPILE=${QKV_GPU_COMPILE:-1}; fi
 COMPILE_MODE=${QKV_GPU_COMPILE_MODE:-default}
 CURVE_STEPS=${QKV_GPU_CURVE_STEPS:-0}
 TRAIN_MINUTES=${QKV_GPU_TRAIN_MINUTES:-0.75}
-TRAIN_TIMEOUT=$(awk -v m="$TRAIN_MINUTES" 'BEGIN { printf "%d", m * 60 + 45 }')
+TRAIN_TIMEOUT=$(awk -v m="$TRAIN_MINUTES" 'BEGIN { printf "%d", m * 60 + 50 }')
 SCALE=$((TINY ? 3 : 1))  # tiny mode: 3x the timeouts (a loaded CPU is slow; its numbers mean nothing anyway)
-TOTAL=${QKV_GPU_TOTAL:-$((475 * SCALE))}
+TOTAL=${QKV_GPU_TOTAL:-$((480 * SCALE))}
 STEPS=${QKV_GPU_STEPS:-}
 
 if [[ $# -ge 1 ]]; then REPORT=$1
@@ -230,7 +233,7 @@ if ((TINY)); then
 else
   TP=(--device "$DEVICE" --preset base --batch 256 --src-len 32 --tgt-len 32 --vocab 10000 --dtype bf16
       --steps 20 --warmup 3)
-  ATT=(--device "$DEVICE" --dtype bf16 --seq-lens 512 1024 2048 4096 8192 --head-dims 64 128 --iters 20 --warmup 3)
+  ATT=(--device "$DEVICE" --dtype bf16 --seq-lens 1024 4096 8192 --head-dims 64 128 --iters 20 --warmup 3)
   DEC=(--device "$DEVICE" --preset base --vocab 8000 --batch 64 --src-len 30 --beam 5 --n 2 --cache-only)
   TRAIN=(--preset base --set dropout=0.3 --vocab-size 10000 --max-tokens 16384 --precision bf16 --warmup 300
          --save-every 100 --average-last 5 --log-every 100)
@@ -238,10 +241,14 @@ else
 fi
 
 # -- step 1: training throughput ------------------------------------------------------------------------------
-run_step 1a "training throughput, eager: qkv vs nn.Transformer vs Marian" 40 text \
-  "$PY" bench/train_throughput.py "${TP[@]}" --only qkv,torch,marian --no-compile --curve-steps 0
+if [[ $COMPILE == 1 ]]; then
+  skip_step 1a "training throughput, eager: qkv vs nn.Transformer vs Marian" "1b-1d measure the eager rows"
+else
+  run_step 1a "training throughput, eager: qkv vs nn.Transformer vs Marian" 60 text \
+    "$PY" bench/train_throughput.py "${TP[@]}" --only qkv,torch,marian --no-compile --curve-steps 0
+fi
 compiled_logs=()
-for spec in "1b qkv 85" "1c torch 70" "1d marian 75"; do
+for spec in "1b qkv 150" "1c torch 90" "1d marian 85"; do
   read -r id impl budget <<<"$spec"
   if [[ $COMPILE == 1 ]]; then
     run_step "$id" "training throughput, $impl eager + torch.compile ($COMPILE_MODE)" "$budget" text \
@@ -261,7 +268,7 @@ done
 write_report
 
 # -- step 2: attention ----------------------------------------------------------------------------------------
-run_step 2 "attention: qkv fused vs raw SDPA" 25 text "$PY" bench/attention.py "${ATT[@]}"
+run_step 2 "attention: qkv fused vs raw SDPA" 70 text "$PY" bench/attention.py "${ATT[@]}"
 
 # -- step 3: decoding -----------------------------------------------------------------------------------------
 run_step 3 "decoding: qkv vs HF generate()" 35 text "$PY" bench/decode.py "${DEC[@]}"
@@ -288,7 +295,7 @@ else
 fi
 
 # -- step 5: Table 1 on the GPU -------------------------------------------------------------------------------
-run_step 5 "complexity (Table 1) on $DEVICE" 35 md "$PY" bench/complexity.py "${CPLX[@]}" --out "$WORK/complexity"
+run_step 5 "complexity (Table 1) on $DEVICE" 40 md "$PY" bench/complexity.py "${CPLX[@]}" --out "$WORK/complexity"
 
 write_report
 failed=$(printf '%s\n' "${STEP_ROWS[@]}" | grep -c -e 'FAILED' -e 'TIMED OUT')

@@ -336,7 +336,7 @@ def run_all(runs: list[tuple[str, bool]], config, batches, args, device, dtype, 
         results = []
         for name, compiled in runs:
             label = f"{name} {'compiled' if compiled else 'eager'}"
-            print(f"  running {label} …", file=sys.stderr, flush=True)
+            print(f"  {time.strftime('%H:%M:%S')} running {label} …", file=sys.stderr, flush=True)
             try:
                 results.append(run(name, compiled, config, batches, args, device, dtype, peak_flops))
             except Exception as err:  # a baseline failing to compile must not hide the other numbers
@@ -509,6 +509,7 @@ def main(argv: list[str] | None = None) -> int:
         print(profile_table(config, batches, args, device, dtype))
     if args.breakdown > 0:
         print(step_breakdown(config, batches, args, device, dtype))
+    print(f"  {time.strftime('%H:%M:%S')} done", file=sys.stderr, flush=True)  # a slow exit shows after this
     return 0
 
 

@@ -97,6 +97,28 @@ def test_dist_env_from_torchrun_variables(monkeypatch):
         DistEnv.from_env()
 
 
+def test_a_plain_cuda_device_gets_its_index_before_set_device(monkeypatch):
+    """``--device cuda`` on one GPU: torch.cuda.set_device rejects a device without an index (the first
+    `qkv train --device cuda` on an H200 failed so, session 21), so init_distributed names the current GPU."""
+    from qkv.train import distributed
+
+    seen = []
+
+    def set_device(device):
+        if isinstance(device, torch.device) and device.index is None:
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{device}")
+        seen.append(device)
+
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    env, device, created = distributed.init_distributed("cuda")
+    assert device == torch.device("cuda", 3) and seen == [device] and not created and not env.distributed
+    _, device, _ = distributed.init_distributed("cuda:1")
+    assert device == torch.device("cuda", 1) and seen[-1] == device
+
+
 def test_two_gloo_processes_match_one_process(tmp_path):
     out_dir = tmp_path / "ddp"
     mp.spawn(worker, args=(2, free_port(), str(out_dir)), nprocs=2, join=True)

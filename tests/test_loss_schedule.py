@@ -115,6 +115,20 @@ def test_gradient_equals_torch_in_every_chunking(dtype, chunk, monkeypatch):
         assert label_smoothed_cross_entropy(logits, target)[0].item() == pytest.approx(loss.item(), rel=1e-6)
 
 
+def test_chunks_stay_in_cache_on_a_cpu_and_are_one_pass_on_a_gpu():
+    """CPU: chunks of about CHUNK_ELEMENTS, never more than MAX_CHUNKS; a GPU: one chunk for a large batch
+    (64 small chunks there were most of a step's extra time), yet bounded for a huge one."""
+    from qkv.train.loss import CHUNK_ELEMENTS, DEVICE_CHUNK_ELEMENTS, MAX_CHUNKS, chunk_rows
+
+    for n, v in [(1536, 8000), (8192, 10000), (100_000, 32000), (3, 7)]:
+        rows = chunk_rows(n, v, "cpu")
+        assert -(-n // rows) <= MAX_CHUNKS
+        assert rows * v <= max(CHUNK_ELEMENTS, v, -(-n // MAX_CHUNKS) * v)
+    assert chunk_rows(8192, 10000, "cuda") >= 8192  # the bench's 256 x 32 target tokens: one pass
+    assert chunk_rows(1 << 20, 32000, "cuda") * 32000 <= DEVICE_CHUNK_ELEMENTS  # 1 M tokens: split, bounded
+    assert chunk_rows(1, 1 << 28, "cuda") == 1  # a vocabulary over the limit: one row at a time
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("announced, applied", [(0.25, 0.25), (0.25, 0.5), (0.25, -1.0), (0.0, 0.0)])
 def test_announced_grad_scale_changes_no_gradient(dtype, announced, applied):

@@ -83,6 +83,21 @@ CHUNK_ELEMENTS = 1 << 18
 #: ... in at most this many chunks: every chunk is a few parallel regions, and on a CPU whose cores are busy
 #: with other work each region can wait a scheduler time slice for a descheduled thread.
 MAX_CHUNKS = 64
+#: on a GPU, whose kernels stream through memory anyway, chunks only add launches: one chunk up to this many
+#: elements (512 MB of fp32 temporaries; 8,192 target tokens of a 10,000-word vocabulary are 82 M)
+DEVICE_CHUNK_ELEMENTS = 1 << 27
+
+
+def chunk_rows(n: int, v: int, device_type: str) -> int:
+    """Rows of the (N, V) logits that :class:`_SmoothedCrossEntropy` processes at once.
+
+    On a CPU a chunk that stays in cache (at most :data:`MAX_CHUNKS` of them); elsewhere one chunk of up to
+    :data:`DEVICE_CHUNK_ELEMENTS`: on an H200, 64 chunks of 128 rows made qkv's bf16 training step 1.7x slower
+    (80.8 ms against 47.1 ms for base, 256 x 32 x 32, vocab 10,000; docs/performance.md, session 21).
+    """
+    if device_type == "cpu":
+        return max(1, CHUNK_ELEMENTS // v, -(-n // MAX_CHUNKS))
+    return max(1, DEVICE_CHUNK_ELEMENTS // v)
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
@@ -112,7 +127,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         nll = torch.empty(n, dtype=torch.float32, device=logits.device)  # −log p_y
         smooth = torch.empty_like(nll)  # mean over the vocabulary of −log p_v
         grad = torch.empty_like(logits) if want_grad else None  # (N, V)
-        rows = max(1, CHUNK_ELEMENTS // v, -(-n // MAX_CHUNKS))
+        rows = chunk_rows(n, v, logits.device.type)
         for i in range(0, n, rows):
             y = safe_target[i : i + rows]  # (n_c, 1)
             log_p = torch.log_softmax(logits[i : i + rows], dim=-1, dtype=torch.float32)  # (n_c, V)
