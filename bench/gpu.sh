@@ -25,18 +25,18 @@
 #       CPU, cut to 5 lengths x 2 draws)
 #
 # Budget (seconds, on one H200). Each number is the step's timeout, with the start-up of Python, torch, CUDA
-# and transformers and the compile warm-ups inside it; "seen" is the wall time of the first run on an H200
-# (session 21, torch 2.11; docs/performance.md), where the first timeouts (the estimates before it) cut
-# 1a-1c and 2 short:
+# and transformers and the compile warm-ups inside it; "seen" is the wall time on an H200 (session 21, torch
+# 2.11; docs/performance.md), where the first timeouts (estimates made before any GPU run) cut 1a-1c and 2
+# short (">"); 1b, 2 and 4 are from the second call, after the fixes:
 #   step                                        timeout   seen
 #   0   versions (python, nvidia-smi)                 20        8
 #   1a  throughput, eager, all three (compile off)    60      >40   (3 x 23 steps + start-up + matmul rate)
-#   1b  throughput, qkv eager + compiled             150      >85   (qkv's fwd+bwd compile)
+#   1b  throughput, qkv eager + compiled             150       73   (qkv's fwd+bwd compile: 49 s)
 #   1c  throughput, nn.Transformer                    90      >70   (its compile: 50 s)
 #   1d  throughput, Marian                            85       64   (its compile: 37 s)
-#   2   attention vs SDPA (24 cases)                  70      ~50   (40 cases needed ~75 s)
+#   2   attention vs SDPA (24 cases)                  70       53   (40 cases needed ~75 s)
 #   3   decode vs HF generate()                       35       23
-#   4   train De->En 0.75 min + test BLEU             95        -   (start-up + BPE 15, training 45, test 2 x 5;
+#   4   train De->En 0.75 min + test BLEU             95       77   (start-up + BPE 15, training 45, test 2 x 5;
 #                                                                     timeout = 60 x minutes + 50)
 #   5   complexity on the GPU                         40       30
 #   total                                            480           = 8 minutes: the guard below, not the sum

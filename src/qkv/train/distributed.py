@@ -58,9 +58,9 @@ def init_distributed(device: str | torch.device | None = None) -> tuple[DistEnv,
     """
     env = DistEnv.from_env()
     if device is None:
-        device = torch.device(f"cuda:{env.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
-    if device.type == "cuda" and device.index is None:  # set_device needs an index: "cuda" is the current GPU
+    if device.type == "cuda" and device.index is None:  # set_device needs an index: LOCAL_RANK or the current GPU
         device = torch.device("cuda", env.local_rank if env.distributed else torch.cuda.current_device())
     if device.type == "cuda":
         torch.cuda.set_device(device)
